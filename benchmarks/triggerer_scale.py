@@ -1,0 +1,711 @@
+"""N deferred restyles in one triggerer event loop: our trigger vs Airflow's HTTP provider.
+
+For each N and each client, a fresh client process (pinned to core 0) runs N triggers
+concurrently in one asyncio loop through Airflow's own ``TriggerRunner.run_trigger`` (the
+coroutine the triggerer wraps every trigger in: greenback portal, log context, tracing span,
+event queue, ``cleanup()``), polling the API server in another process (pinned to core 1).
+Triggers start staggered over one poll interval, so the load is a steady ``--rate`` polls/s
+(poll_interval = N / rate); some renders finish during the measured window.
+
+Clients (same harness, same feed endpoint, same load):
+  ours          comet_provider.triggers.runway.RunwayTaskTrigger
+  http_sensor   airflow.providers.http.triggers.http.HttpSensorTrigger, POST with a JSON body
+                and the Bearer header from an http connection (via a shim that answers 404
+                until the render is done: the sensor fires on the first non-404 answer)
+  httpx         a trigger around one shared bare httpx.AsyncClient
+  httpx_aiohttp the same over httpx-aiohttp's transport (what our hook is built on)
+  aiohttp       a trigger around one shared bare aiohttp.ClientSession: the measured floor
+
+Figures per run (over the measured window only):
+  cpu_ms_per_poll   client process CPU time (user+sys, all threads) / polls the server saw
+  rss_kib_per_trig  (peak RSS in the window - RSS before the triggers were created) / N
+  lag p50/p99/max   overshoot of a probe coroutine sleeping 50 ms
+  detect p50/p99    render finished (server clock) -> trigger event queued (same host clock)
+
+Usage: python benchmarks/triggerer_scale.py [--quick] [--n N ...] [--clients a,b] [--window S]
+The last line printed is JSON (keys fixed, for the largest N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+ALL_CLIENTS = ["ours", "http_sensor", "httpx", "httpx_aiohttp", "aiohttp"]
+QUICK_CLIENTS = ["ours", "http_sensor", "httpx", "aiohttp"]
+LABELS = {
+    "ours": "RunwayTaskTrigger (ours)",
+    "http_sensor": "HttpSensorTrigger",
+    "httpx": "bare httpx",
+    "httpx_aiohttp": "httpx over httpx-aiohttp",
+    "aiohttp": "bare aiohttp (floor)",
+}
+OURS_MODULE = "comet_provider.triggers.runway"
+FINISHED_KEYS = ("finished_at", "finish_time", "completed_at", "done_at", "ended_at", "end_time")
+WARMUP_RENDER_S = 0.05
+
+
+# =============================================================================================
+# Child: the triggerer-like process under test
+# =============================================================================================
+
+
+def _child(cfg: dict[str, Any]) -> None:  # noqa: C901 - one linear measurement script
+    C.pin(C.CLIENT_CORE)
+    msg_fd = int(cfg["msg_fd"])
+
+    def send(kind: str, **payload: Any) -> None:
+        os.write(msg_fd, (json.dumps({"kind": kind, **payload}) + "\n").encode())
+
+    import logging
+
+    import psutil
+    import structlog
+
+    # The triggerer's own per-trigger log lines ("trigger starting", ...) are once per trigger, not
+    # per poll; drop them. Library warnings (HttpAsyncHook logs one per 404 poll) go to a file, as
+    # they would go to the trigger's log in a real triggerer.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, force=True)
+
+    from airflow.jobs.triggerer_job_runner import TriggerRunner
+    from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+    client: str = cfg["client"]
+    url: str = cfg["url"]
+    feed_url = f"{url}/runway/feed"
+    headers = {
+        "Authorization": f"Bearer {C.API_KEY}",
+        "X-Runway-Version": C.RUNWAY_VERSION,
+    }
+    terminal = {"SUCCESS", "FAILURE", "SUCCEEDED", "FAILED", "CANCELLED", "CANCELED"}
+
+    def status_of(body: Any) -> str:
+        data = (body or {}).get("data") or {}
+        return str(data.get("status", "")).upper()
+
+    shared: dict[str, Any] = {}
+
+    class _BarePollTrigger(BaseTrigger):
+        """Poll the feed with a client shared by every trigger in the loop; yield when terminal."""
+
+        def __init__(self, runway_task_id: str, poll_interval: float) -> None:
+            super().__init__()
+            self.runway_task_id = runway_task_id
+            self.poll_interval = poll_interval
+
+        def serialize(self) -> tuple[str, dict[str, Any]]:
+            return (f"{__name__}.{type(self).__name__}", {"runway_task_id": self.runway_task_id})
+
+        async def poll(self) -> Any:
+            raise NotImplementedError
+
+        async def run(self):  # type: ignore[override]
+            while True:
+                body = await self.poll()
+                st = status_of(body)
+                if st in terminal:
+                    yield TriggerEvent({"status": st, "runway_task_id": self.runway_task_id})
+                    return
+                await asyncio.sleep(self.poll_interval)
+
+    class AiohttpTrigger(_BarePollTrigger):
+        async def poll(self) -> Any:
+            import aiohttp
+
+            session = shared.get("aiohttp")
+            if session is None:
+                session = shared["aiohttp"] = aiohttp.ClientSession()
+            async with session.post(feed_url, json={"task_id": self.runway_task_id}, headers=headers) as r:
+                return await r.json()
+
+    class HttpxTrigger(_BarePollTrigger):
+        async def poll(self) -> Any:
+            import httpx
+
+            ac = shared.get("httpx")
+            if ac is None:
+                ac = shared["httpx"] = httpx.AsyncClient()
+            r = await ac.post(feed_url, json={"task_id": self.runway_task_id}, headers=headers)
+            return r.json()
+
+    class HttpxAiohttpTrigger(_BarePollTrigger):
+        async def poll(self) -> Any:
+            import httpx
+            from httpx_aiohttp import AiohttpTransport
+
+            ac = shared.get("httpx_aiohttp")
+            if ac is None:
+                ac = shared["httpx_aiohttp"] = httpx.AsyncClient(transport=AiohttpTransport())
+            r = await ac.post(feed_url, json={"task_id": self.runway_task_id}, headers=headers)
+            return r.json()
+
+    def make_trigger(task_id: str, poll_interval: float) -> BaseTrigger:
+        if client == "ours":
+            from comet_provider.triggers.runway import RunwayTaskTrigger
+
+            return RunwayTaskTrigger(runway_task_id=task_id, poll_interval=poll_interval)
+        if client == "http_sensor":
+            from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+            return HttpSensorTrigger(
+                endpoint="runway/feed",
+                http_conn_id="comet_http",
+                method="POST",
+                data=json.dumps({"task_id": task_id}),
+                poke_interval=poll_interval,
+            )
+        cls = {"aiohttp": AiohttpTrigger, "httpx": HttpxTrigger, "httpx_aiohttp": HttpxAiohttpTrigger}[client]
+        return cls(task_id, poll_interval)
+
+    proc = psutil.Process()
+    events: list[tuple[str, float, str]] = []
+    id_to_task: dict[int, str] = {}
+    errors: list[str] = []
+    use_runner = bool(cfg.get("runner", True))
+
+    class TimedEvents(list):  # type: ignore[type-arg]
+        """Stands in for TriggerRunner.events: records when each event was queued."""
+
+        def append(self, entry: Any) -> None:
+            payload = getattr(entry.event, "payload", None)
+            st = payload.get("status", "") if isinstance(payload, dict) else str(payload)
+            events.append((id_to_task.get(entry.trigger_id, "?"), time.time(), str(st)))
+
+    runner = TriggerRunner()
+    runner.events = TimedEvents()  # type: ignore[assignment]
+
+    async def drive(trigger_id: int, trigger: BaseTrigger) -> None:
+        try:
+            if use_runner:
+                await runner.run_trigger(trigger_id, trigger)
+            else:
+                async for ev in trigger.run():
+                    payload = ev.payload
+                    st = payload.get("status", "") if isinstance(payload, dict) else str(payload)
+                    events.append((id_to_task[trigger_id], time.time(), str(st)))
+                    break
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # record, keep the others running
+            errors.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    next_id = [0]
+
+    def start(task_id: str, poll_interval: float) -> asyncio.Task[None]:
+        next_id[0] += 1
+        tid = next_id[0]
+        id_to_task[tid] = task_id
+        trig = make_trigger(task_id, poll_interval)
+        trig.trigger_id = tid
+        runner.triggers[tid] = {"task": None, "is_watcher": False, "name": f"bench-{tid}", "events": 0}  # type: ignore[typeddict-item]
+        t = asyncio.get_running_loop().create_task(drive(tid, trig))
+        runner.triggers[tid]["task"] = t
+        return t
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def warmup() -> None:
+        # One full poll path per client (imports, connection lookup, shared pool) before the
+        # baseline RSS; the warm-up tasks are already finished, so each trigger yields at once.
+        for task_id in cfg["warmup_tasks"]:
+            await asyncio.wait_for(start(task_id, 0.2), 60)
+
+    loop.run_until_complete(warmup())
+    warm_errors = list(errors)
+    errors.clear()
+    events.clear()
+    gc.collect()
+    rss0 = proc.memory_info().rss
+    send("ready", rss=rss0, warm_events=len(cfg["warmup_tasks"]), warm_errors=warm_errors)
+
+    plan = json.loads(sys.stdin.readline())
+    tasks: list[str] = plan["tasks"]
+    start_at: float = plan["start_at"]
+    n = len(tasks)
+    interval: float = plan["poll_interval"]
+    settle: float = plan["settle"]
+    window: float = plan["window"]
+
+    lag: list[float] = []
+    rss_samples: list[int] = []
+    measuring = [False]
+
+    async def lag_probe() -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.05)
+            if measuring[0]:
+                lag.append(time.perf_counter() - t0 - 0.05)
+
+    async def rss_probe() -> None:
+        while True:
+            if measuring[0]:
+                rss_samples.append(proc.memory_info().rss)
+            await asyncio.sleep(0.5)
+
+    async def main() -> dict[str, Any]:
+        probes = [loop.create_task(lag_probe()), loop.create_task(rss_probe())]
+        running: list[asyncio.Task[None]] = []
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        t_start = time.time()
+        # Staggered creation: trigger i starts at i/N of one interval, so polls spread evenly.
+        for i, task_id in enumerate(tasks):
+            due = t_start + interval * i / n
+            if due > time.time() + 0.002:
+                await asyncio.sleep(due - time.time())
+            running.append(start(task_id, interval))
+        await asyncio.sleep(max(0.0, t_start + interval + settle - time.time()))
+        gc.collect()
+        measuring[0] = True
+        cpu0, wall0 = time.process_time(), time.time()
+        send("mark", phase="start", t=wall0)
+        await asyncio.sleep(window)
+        cpu1, wall1 = time.process_time(), time.time()
+        measuring[0] = False
+        send("mark", phase="end", t=wall1)
+        rss_end = proc.memory_info().rss
+        alive = sum(not t.done() for t in running)
+        for t in [*running, *probes]:
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*running, *probes, return_exceptions=True), 30)
+        for key in ("aiohttp", "httpx", "httpx_aiohttp"):
+            obj = shared.get(key)
+            if obj is not None:
+                with contextlib.suppress(Exception):
+                    await (obj.close() if key == "aiohttp" else obj.aclose())
+        return {
+            "cpu_s": cpu1 - cpu0,
+            "window_s": wall1 - wall0,
+            "t_window_start": wall0,
+            "t_window_end": wall1,
+            "rss0": rss0,
+            "rss_peak": max(rss_samples + [rss_end]),
+            "rss_end": rss_end,
+            "lag": lag,
+            "events": events,
+            "alive_at_end": alive,
+            "errors": len(errors),
+            "error_sample": errors[:3],
+        }
+
+    result = loop.run_until_complete(main())
+    send("result", **result)
+
+
+# =============================================================================================
+# Parent: server, load plan, child processes, figures
+# =============================================================================================
+
+
+def _finished_at(task: dict[str, Any]) -> float | None:
+    for key in FINISHED_KEYS:
+        value = task.get(key)
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+    return None
+
+
+class Submitter:
+    """Submits renders to the server from the parent process (not the client under test)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def _submit(self, count: int, concurrency: int = 32) -> list[str]:
+        import aiohttp
+
+        out: list[str] = []
+        sem = asyncio.Semaphore(concurrency)
+        body = {
+            "video": "https://example.invalid/source.mp4",
+            "prompt": "benchmark",
+            "model": "gen4",
+            "options": {},
+        }
+        headers = {"Authorization": f"Bearer {C.API_KEY}", "X-Runway-Version": C.RUNWAY_VERSION}
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> None:
+                async with sem:
+                    for attempt in range(5):
+                        async with session.post(
+                            f"{self.url}/runway/pro/video2video", json=body, headers=headers
+                        ) as r:
+                            if r.status == 200:
+                                data = await r.json()
+                                out.append(str(data["data"]["task_id"]))
+                                return
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                    raise RuntimeError("submit failed 5 times")
+
+            await asyncio.gather(*(one() for _ in range(count)))
+        return out
+
+    def submit(self, count: int) -> list[str]:
+        if count <= 0:
+            return []
+        return asyncio.run(self._submit(count))
+
+
+class Shim:
+    """``_fake_comet.py shim``: the 404-until-done front the HttpSensorTrigger polls."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.url = ""
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Shim:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(C.HERE / "_fake_comet.py"),
+                "shim",
+                "--upstream",
+                self.upstream,
+                "--cpu",
+                str(C.SERVER_CORE),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            raise RuntimeError("shim did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def run_one(
+    server: C.Server,
+    shim_url: str,
+    client: str,
+    n: int,
+    args: argparse.Namespace,
+    scratch: Path,
+    warm_task: str,
+) -> dict[str, Any]:
+    interval = n / args.rate
+    settle = max(1.0, min(3.0, interval * 0.2))
+    window = args.window if args.window else max(20.0, 1.6 * interval)
+    url = shim_url if client == "http_sensor" else server.url
+    r_fd, w_fd = os.pipe()
+    cfg = {"client": client, "url": url, "msg_fd": w_fd, "warmup_tasks": [warm_task], "runner": not args.no_runner}
+    env = C.scratch_airflow_env(scratch / "airflow", C.comet_conn_env(server.url))
+    # The HttpSensorTrigger's connection points at the shim, so the sensor waits for the render.
+    env.update({k: v.replace(server.url, shim_url) for k, v in C.comet_conn_env(server.url).items() if "HTTP" in k})
+    log_path = scratch / f"{client}-{n}.log"
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--child", json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            env=env,
+            pass_fds=(w_fd,),
+            text=True,
+        )
+    os.close(w_fd)
+    reader = os.fdopen(r_fd, "r")
+    deadline = time.time() + 120 + interval + settle + window * 2
+
+    def recv() -> dict[str, Any]:
+        line = reader.readline()
+        if not line:
+            child.wait(5)
+            tail = log_path.read_text()[-3000:]
+            raise RuntimeError(f"{client} N={n}: child exited ({child.returncode}) early:\n{tail}")
+        if time.time() > deadline:
+            child.kill()
+            raise RuntimeError(f"{client} N={n}: over time")
+        return json.loads(line)
+
+    try:
+        ready = recv()
+        assert ready["kind"] == "ready", ready
+        if ready["warm_errors"]:
+            raise RuntimeError(f"{client}: warm-up failed: {ready['warm_errors']}")
+        # Load: most renders outlast the run; a fraction finish, spread over the window.
+        finishing = round(n * args.finish_fraction)
+        long_render = interval + settle + window + 600.0
+        server.configure(render_seconds=long_render)
+        sub = Submitter(server.url)
+        t_sub = time.time()
+        tasks = sub.submit(n - finishing)
+        rate = max((n - finishing) / max(time.time() - t_sub, 1e-3), 50.0)
+        start_at = time.time() + finishing / rate + 1.0
+        levels = 10 if finishing >= 10 else max(finishing, 1)
+        for k in range(levels):
+            count = finishing * (k + 1) // levels - finishing * k // levels
+            target = start_at + interval + settle + window * (0.05 + 0.8 * k / max(levels - 1, 1))
+            server.configure(render_seconds=max(0.5, target - time.time()))
+            tasks += sub.submit(count)
+        random.Random(n).shuffle(tasks)
+        start_at = max(start_at, time.time() + 0.2)
+        assert child.stdin is not None
+        child.stdin.write(
+            json.dumps(
+                {"tasks": tasks, "start_at": start_at, "poll_interval": interval, "settle": settle, "window": window}
+            )
+            + "\n"
+        )
+        child.stdin.flush()
+        mark = recv()
+        feeds0 = server.feeds()
+        assert mark["phase"] == "start"
+        mark = recv()
+        feeds1 = server.feeds()
+        assert mark["phase"] == "end"
+        res = recv()
+        child.wait(60)
+    finally:
+        reader.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    stats = server.stats().get("tasks", {})
+    finished = {tid: _finished_at(stats.get(tid, {})) for tid in tasks}
+    latencies = []
+    for task_id, t_event, _st in res["events"]:
+        f = finished.get(task_id)
+        if f is not None:
+            latencies.append(max(0.0, t_event - f))
+    detected = {e[0] for e in res["events"]}
+    due = [
+        tid
+        for tid, f in finished.items()
+        if f is not None and res["t_window_start"] <= f <= res["t_window_end"] - interval * 1.2 - 1.0
+    ]
+    missed = sum(tid not in detected for tid in due)
+    polls = feeds1 - feeds0
+    lag = res["lag"]
+    server.configure(render_seconds=args.render_seconds)
+    return {
+        "client": client,
+        "n": n,
+        "poll_interval_s": interval,
+        "window_s": round(res["window_s"], 2),
+        "polls": polls,
+        "polls_per_s": round(polls / res["window_s"], 1),
+        "cpu_ms_per_poll": round(res["cpu_s"] * 1000 / polls, 4) if polls else None,
+        "cpu_util": round(res["cpu_s"] / res["window_s"], 3),
+        "rss_kib_per_trigger": round((res["rss_peak"] - res["rss0"]) / 1024 / n, 2),
+        "lag_p50_s": C.percentile(lag, 50),
+        "lag_p99_s": C.percentile(lag, 99),
+        "lag_max_s": max(lag) if lag else None,
+        "detected": len(latencies),
+        "missed": missed,
+        "detect_p50_s": C.percentile(latencies, 50),
+        "detect_p99_s": C.percentile(latencies, 99),
+        "errors": res["errors"],
+        "error_sample": res["error_sample"],
+        "alive_at_end": res["alive_at_end"],
+    }
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for client in ALL_CLIENTS:
+        rows = sorted((r for r in results if r["client"] == client), key=lambda r: r["n"])
+        if not rows:
+            continue
+        ns = [r["n"] for r in rows]
+        ax1.plot(ns, [r["cpu_ms_per_poll"] for r in rows], marker="o", label=LABELS[client])
+        ax2.plot(ns, [(r["lag_p99_s"] or 0) * 1000 for r in rows], marker="o", label=LABELS[client])
+    ax1.set_title("client CPU per poll")
+    ax1.set_ylabel("ms CPU / poll")
+    ax2.set_title("event-loop lag p99 (50 ms probe)")
+    ax2.set_ylabel("ms")
+    ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("concurrent triggers (N), ~200 polls/s total")
+        ax.set_xscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="N=100, a few seconds per client (< 60 s)")
+    parser.add_argument("--n", action="append", default=None, help="N (repeat or comma list)")
+    parser.add_argument("--clients", default=None, help=f"comma list from {','.join(ALL_CLIENTS)}")
+    parser.add_argument("--rate", type=float, default=200.0, help="total polls/s (poll_interval = N/rate)")
+    parser.add_argument("--window", type=float, default=None, help="measured seconds per run")
+    parser.add_argument("--finish-fraction", type=float, default=0.2)
+    parser.add_argument("--render-seconds", type=float, default=600.0)
+    parser.add_argument("--no-runner", action="store_true", help="iterate run() bare, not in TriggerRunner")
+    parser.add_argument("--out", default=None, help="write all figures as JSON here")
+    parser.add_argument("--plot", default=None, help="PNG path (default: benchmarks/triggerer_scale.png, full mode)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(json.loads(args.child))
+        return
+
+    C.pin(C.SERVER_CORE)  # the parent only submits renders and reads counters: keep it off core 0
+    if args.n:
+        ns = sorted({int(x) for v in args.n for x in str(v).split(",") if x})
+    else:
+        ns = [100] if args.quick else [200, 1000, 5000]
+    if args.quick and args.window is None:
+        args.window = 3.0
+    clients = args.clients.split(",") if args.clients else (QUICK_CLIENTS if args.quick else ALL_CLIENTS)
+    if "ours" in clients and not C.provider_available(OURS_MODULE):
+        print(f"error: {OURS_MODULE} is not importable; run with --clients excluding 'ours'", file=sys.stderr)
+        sys.exit(2)
+
+    scratch = Path(tempfile.mkdtemp(prefix="comet-bench-scale-"))
+    results: list[dict[str, Any]] = []
+    with C.Server(render_seconds=args.render_seconds) as server, Shim(server.url) as shim:
+        print(f"server: {server.kind} at {server.url}; client core {C.CLIENT_CORE}, server core {C.SERVER_CORE}")
+        print(f"machine: {json.dumps(C.machine_info())}")
+        for n in ns:
+            for client in clients:
+                server.configure(render_seconds=WARMUP_RENDER_S)
+                warm = Submitter(server.url).submit(1)[0]
+                time.sleep(WARMUP_RENDER_S + 0.3)
+                server.configure(render_seconds=args.render_seconds)
+                r = run_one(server, shim.url, client, n, args, scratch, warm)
+                results.append(r)
+                print(
+                    f"  N={n:>5} {client:<14} {r['polls_per_s']:>6} polls/s  "
+                    f"{C.fmt(r['cpu_ms_per_poll'])} ms/poll  lag p99 {C.fmt(r['lag_p99_s'])} s  "
+                    f"{C.fmt(r['rss_kib_per_trigger'], 1)} KiB/trigger  errors {r['errors']}",
+                    flush=True,
+                )
+
+    print()
+    print(f"Triggerer scale, {args.rate:.0f} polls/s total, server: {server.kind}")
+    C.print_table(
+        [
+            "N",
+            "client",
+            "polls/s",
+            "ms CPU/poll",
+            "CPU util",
+            "KiB/trigger",
+            "lag p50 ms",
+            "lag p99 ms",
+            "lag max ms",
+            "detect p50 s",
+            "detect p99 s",
+            "detected",
+            "missed",
+            "errors",
+        ],
+        [
+            [
+                r["n"],
+                r["client"],
+                r["polls_per_s"],
+                r["cpu_ms_per_poll"],
+                r["cpu_util"],
+                r["rss_kib_per_trigger"],
+                None if r["lag_p50_s"] is None else r["lag_p50_s"] * 1000,
+                None if r["lag_p99_s"] is None else r["lag_p99_s"] * 1000,
+                None if r["lag_max_s"] is None else r["lag_max_s"] * 1000,
+                r["detect_p50_s"],
+                r["detect_p99_s"],
+                r["detected"],
+                r["missed"],
+                r["errors"],
+            ]
+            for r in results
+        ],
+    )
+
+    def get(client: str, n: int) -> dict[str, Any] | None:
+        return next((r for r in results if r["client"] == client and r["n"] == n), None)
+
+    per_n: dict[str, Any] = {}
+    print()
+    print("Ratios for ours (CPU per poll, memory per trigger):")
+    for n in ns:
+        ours = get("ours", n)
+        if ours is None:
+            continue
+        row: dict[str, Any] = {}
+        for other in ("http_sensor", "aiohttp", "httpx", "httpx_aiohttp"):
+            o = get(other, n)
+            if o is not None:
+                row[f"cpu_vs_{other}"] = C.ratio(ours["cpu_ms_per_poll"], o["cpu_ms_per_poll"])
+                row[f"rss_vs_{other}"] = C.ratio(ours["rss_kib_per_trigger"], o["rss_kib_per_trigger"])
+        row["lag_p99_s"] = ours["lag_p99_s"]
+        per_n[str(n)] = row
+        print(f"  N={n}: " + ", ".join(f"{k}={C.fmt(v)}" for k, v in row.items()))
+
+    top = max(ns)
+    ours, sensor, floor, bare = (get(c, top) for c in ("ours", "http_sensor", "aiohttp", "httpx"))
+
+    def cpu(r: dict[str, Any] | None) -> float | None:
+        return None if r is None else r["cpu_ms_per_poll"]
+
+    figures = {
+        "n": top,
+        "cpu_per_poll_vs_http_sensor": C.ratio(cpu(ours), cpu(sensor)),
+        "cpu_per_poll_vs_aiohttp_floor": C.ratio(cpu(ours), cpu(floor)),
+        "cpu_per_poll_vs_bare_httpx": C.ratio(cpu(ours), cpu(bare)),
+        "loop_lag_p99_s": None if ours is None else ours["lag_p99_s"],
+        "rss_per_trigger_vs_http_sensor": C.ratio(
+            None if ours is None else ours["rss_kib_per_trigger"],
+            None if sensor is None else sensor["rss_kib_per_trigger"],
+        ),
+        "detect_latency_p99_s": None if ours is None else ours["detect_p99_s"],
+        "cpu_ms_per_poll": {r["client"]: r["cpu_ms_per_poll"] for r in results if r["n"] == top},
+        "per_n": per_n,
+        "quick": bool(args.quick),
+        "server": server.kind,
+        "loadavg_1m": C.machine_info().get("loadavg_1m"),
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps({"figures": figures, "runs": results}, indent=1))
+    if not args.quick:
+        plot_path = Path(args.plot) if args.plot else C.HERE / "triggerer_scale.png"
+        plot(results, plot_path)
+        (C.HERE / "results").mkdir(exist_ok=True)
+        (C.HERE / "results" / "triggerer_scale.json").write_text(
+            json.dumps({"machine": C.machine_info(), "figures": figures, "runs": results}, indent=1)
+        )
+        print(f"plot: {plot_path}")
+    C.emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()

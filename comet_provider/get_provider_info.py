@@ -1,0 +1,59 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_INTEGRATION = "CometAPI Runway"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-comet",
+        "name": "CometAPI (Runway)",
+        "description": "Restyle videos with Runway video-to-video through `CometAPI <https://www.cometapi.com/>`__.",
+        "versions": ["0.1.0"],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://apidoc.cometapi.com/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["comet_provider.hooks.comet"]}],
+        "operators": [{"integration-name": _INTEGRATION, "python-modules": ["comet_provider.operators.runway"]}],
+        "sensors": [{"integration-name": _INTEGRATION, "python-modules": ["comet_provider.sensors.runway"]}],
+        "triggers": [{"integration-name": _INTEGRATION, "python-modules": ["comet_provider.triggers.runway"]}],
+        "extra-links": ["comet_provider.links.runway.RunwayVideoLink"],
+        "connection-types": [
+            {
+                "hook-class-name": "comet_provider.hooks.comet.CometHook",
+                "hook-name": "CometAPI (Runway)",
+                "connection-type": "comet",
+                "conn-fields": {
+                    "runway_version": {
+                        "label": "Runway version",
+                        "description": "Sent as the X-Runway-Version header.",
+                        "schema": {"type": ["string", "null"], "default": "2024-11-06"},
+                    },
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                    "callback_url": {
+                        "label": "Default callback URL",
+                        "description": "Used when a task sets no callback_url; CometAPI POSTs results there.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "placeholders": {
+                        "host": "https://api.cometapi.com (empty = default; http://127.0.0.1:8765 for the emulator)",
+                        "password": "sk-...",
+                    },
+                },
+            }
+        ],
+    }
