@@ -173,8 +173,15 @@ class Server:
         if self.prefer_emulator and _emulator_usable():
             from comet_provider.testing import EmulatorProcess
 
+            # Renders are instant placeholders ("synthetic") and visible at once (no
+            # task_not_exist window, no queue): a task ends exactly render_seconds after submit.
             self._emu = EmulatorProcess(
-                api_key=API_KEY, render_seconds=self.render_seconds, render="synthetic", cpu=SERVER_CORE
+                api_key=API_KEY,
+                render_seconds=self.render_seconds,
+                render="synthetic",
+                not_exist_seconds=0.0,
+                queue_seconds=0.0,
+                cpu=SERVER_CORE,
             )
             self._emu.__enter__()
             self.url = str(self._emu.url).rstrip("/")
@@ -222,7 +229,7 @@ class Server:
     def feeds(self) -> int:
         if self._emu is None:
             return int(_get_json(f"{self.url}/_emulator/stats?tasks=0")["feeds"])
-        return int(self.stats()["feeds"])
+        return int(self._emu.stats(tasks=False)["feeds"])
 
     def configure(self, **settings: Any) -> None:
         if self._emu is not None:

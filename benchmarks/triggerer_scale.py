@@ -66,7 +66,8 @@ WARMUP_RENDER_S = 0.05
 
 
 def _child(cfg: dict[str, Any]) -> None:  # noqa: C901 - one linear measurement script
-    C.pin(C.CLIENT_CORE)
+    # Imports run where the parent runs (the server's core), so the next client can load while
+    # the current one is measured; the process moves to the client core before its warm-up.
     msg_fd = int(cfg["msg_fd"])
 
     def send(kind: str, **payload: Any) -> None:
@@ -221,13 +222,26 @@ def _child(cfg: dict[str, Any]) -> None:  # noqa: C901 - one linear measurement 
         runner.triggers[tid]["task"] = t
         return t
 
+    # Load the client's modules now (not on the first poll).
+    if client == "ours":
+        import comet_provider.triggers.runway  # noqa: F401
+    elif client == "http_sensor":
+        import airflow.providers.http.triggers.http  # noqa: F401
+    else:
+        import aiohttp  # noqa: F401
+        import httpx  # noqa: F401
+        import httpx_aiohttp  # noqa: F401
+    send("loaded")
+
+    warm = json.loads(sys.stdin.readline())
+    C.pin(C.CLIENT_CORE)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
     async def warmup() -> None:
-        # One full poll path per client (imports, connection lookup, shared pool) before the
-        # baseline RSS; the warm-up tasks are already finished, so each trigger yields at once.
-        for task_id in cfg["warmup_tasks"]:
+        # One full poll path per client (connection lookup, shared pool, lazy imports) before
+        # the baseline RSS; the warm-up tasks are already finished, so each trigger yields at once.
+        for task_id in warm["warmup_tasks"]:
             await asyncio.wait_for(start(task_id, 0.2), 60)
 
     loop.run_until_complete(warmup())
@@ -236,7 +250,7 @@ def _child(cfg: dict[str, Any]) -> None:  # noqa: C901 - one linear measurement 
     events.clear()
     gc.collect()
     rss0 = proc.memory_info().rss
-    send("ready", rss=rss0, warm_events=len(cfg["warmup_tasks"]), warm_errors=warm_errors)
+    send("ready", rss=rss0, warm_events=len(warm["warmup_tasks"]), warm_errors=warm_errors)
 
     plan = json.loads(sys.stdin.readline())
     tasks: list[str] = plan["tasks"]
@@ -318,11 +332,20 @@ def _child(cfg: dict[str, Any]) -> None:  # noqa: C901 - one linear measurement 
 # =============================================================================================
 
 
-def _finished_at(task: dict[str, Any]) -> float | None:
+def _finished_at(task: dict[str, Any], render_seconds: float) -> float | None:
+    """When the server finished the task (wall clock).
+
+    The emulator's stats give ``submitted_at`` (wall clock) but no finish time; it is set up
+    with no not-exist window, no queue and no throttling, so a task ends exactly
+    ``render_seconds`` after submission (its ``state()``). The fake server reports it.
+    """
     for key in FINISHED_KEYS:
         value = task.get(key)
         if isinstance(value, int | float) and value > 0:
             return float(value)
+    submitted = task.get("submitted_at")
+    if isinstance(submitted, int | float) and submitted > 0:
+        return float(submitted) + render_seconds
     return None
 
 
@@ -405,53 +428,72 @@ class Shim:
                 self.proc.kill()
 
 
-def run_one(
-    server: C.Server,
-    shim_url: str,
-    client: str,
-    n: int,
-    args: argparse.Namespace,
-    scratch: Path,
-    warm_task: str,
-) -> dict[str, Any]:
+class Child:
+    """One client process: spawned early (imports overlap the previous run), measured later."""
+
+    def __init__(
+        self, server: C.Server, shim_url: str, client: str, n: int, args: argparse.Namespace, scratch: Path
+    ) -> None:
+        self.client, self.n = client, n
+        url = shim_url if client == "http_sensor" else server.url
+        r_fd, w_fd = os.pipe()
+        cfg = {"client": client, "url": url, "msg_fd": w_fd, "runner": not args.no_runner}
+        env = C.scratch_airflow_env(scratch / "airflow", C.comet_conn_env(server.url))
+        # The HttpSensorTrigger's connection points at the shim, so the sensor waits for the render.
+        env.update(
+            {k: v.replace(server.url, shim_url) for k, v in C.comet_conn_env(server.url).items() if "HTTP" in k}
+        )
+        self.log_path = scratch / f"{client}-{n}.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--child", json.dumps(cfg)],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env=env,
+                pass_fds=(w_fd,),
+                text=True,
+            )
+        os.close(w_fd)
+        self.reader = os.fdopen(r_fd, "r")
+        self.deadline = time.time() + 600
+
+    def recv(self, kind: str) -> dict[str, Any]:
+        line = self.reader.readline()
+        if not line:
+            self.proc.wait(5)
+            tail = self.log_path.read_text()[-3000:]
+            raise RuntimeError(f"{self.client} N={self.n}: child exited ({self.proc.returncode}) early:\n{tail}")
+        if time.time() > self.deadline:
+            self.proc.kill()
+            raise RuntimeError(f"{self.client} N={self.n}: over time")
+        msg = json.loads(line)
+        if msg.get("kind") != kind:
+            raise RuntimeError(f"{self.client} N={self.n}: expected {kind!r}, got {msg!r}")
+        return msg
+
+    def send(self, payload: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(payload) + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task: str) -> dict[str, Any]:
+    client, n = child.client, child.n
     interval = n / args.rate
     settle = max(1.0, min(3.0, interval * 0.2))
     window = args.window if args.window else max(20.0, 1.6 * interval)
-    url = shim_url if client == "http_sensor" else server.url
-    r_fd, w_fd = os.pipe()
-    cfg = {"client": client, "url": url, "msg_fd": w_fd, "warmup_tasks": [warm_task], "runner": not args.no_runner}
-    env = C.scratch_airflow_env(scratch / "airflow", C.comet_conn_env(server.url))
-    # The HttpSensorTrigger's connection points at the shim, so the sensor waits for the render.
-    env.update({k: v.replace(server.url, shim_url) for k, v in C.comet_conn_env(server.url).items() if "HTTP" in k})
-    log_path = scratch / f"{client}-{n}.log"
-    with open(log_path, "w") as log:
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--child", json.dumps(cfg)],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
-            env=env,
-            pass_fds=(w_fd,),
-            text=True,
-        )
-    os.close(w_fd)
-    reader = os.fdopen(r_fd, "r")
-    deadline = time.time() + 120 + interval + settle + window * 2
-
-    def recv() -> dict[str, Any]:
-        line = reader.readline()
-        if not line:
-            child.wait(5)
-            tail = log_path.read_text()[-3000:]
-            raise RuntimeError(f"{client} N={n}: child exited ({child.returncode}) early:\n{tail}")
-        if time.time() > deadline:
-            child.kill()
-            raise RuntimeError(f"{client} N={n}: over time")
-        return json.loads(line)
-
+    child.deadline = time.time() + 180 + interval + settle + window * 2
     try:
-        ready = recv()
-        assert ready["kind"] == "ready", ready
+        child.recv("loaded")
+        child.send({"warmup_tasks": [warm_task]})
+        ready = child.recv("ready")
         if ready["warm_errors"]:
             raise RuntimeError(f"{client}: warm-up failed: {ready['warm_errors']}")
         # Load: most renders outlast the run; a fraction finish, spread over the window.
@@ -461,39 +503,33 @@ def run_one(
         sub = Submitter(server.url)
         t_sub = time.time()
         tasks = sub.submit(n - finishing)
+        render_of = dict.fromkeys(tasks, long_render)
         rate = max((n - finishing) / max(time.time() - t_sub, 1e-3), 50.0)
         start_at = time.time() + finishing / rate + 1.0
         levels = 10 if finishing >= 10 else max(finishing, 1)
         for k in range(levels):
             count = finishing * (k + 1) // levels - finishing * k // levels
             target = start_at + interval + settle + window * (0.05 + 0.8 * k / max(levels - 1, 1))
-            server.configure(render_seconds=max(0.5, target - time.time()))
-            tasks += sub.submit(count)
+            render = max(0.5, target - time.time())
+            server.configure(render_seconds=render)
+            batch = sub.submit(count)
+            render_of.update(dict.fromkeys(batch, render))
+            tasks += batch
         random.Random(n).shuffle(tasks)
         start_at = max(start_at, time.time() + 0.2)
-        assert child.stdin is not None
-        child.stdin.write(
-            json.dumps(
-                {"tasks": tasks, "start_at": start_at, "poll_interval": interval, "settle": settle, "window": window}
-            )
-            + "\n"
+        child.send(
+            {"tasks": tasks, "start_at": start_at, "poll_interval": interval, "settle": settle, "window": window}
         )
-        child.stdin.flush()
-        mark = recv()
+        child.recv("mark")
         feeds0 = server.feeds()
-        assert mark["phase"] == "start"
-        mark = recv()
+        child.recv("mark")
         feeds1 = server.feeds()
-        assert mark["phase"] == "end"
-        res = recv()
-        child.wait(60)
+        res = child.recv("result")
+        child.proc.wait(60)
     finally:
-        reader.close()
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        child.close()
     stats = server.stats().get("tasks", {})
-    finished = {tid: _finished_at(stats.get(tid, {})) for tid in tasks}
+    finished = {tid: _finished_at(stats.get(tid, {}), render_of[tid]) for tid in tasks}
     latencies = []
     for task_id, t_event, _st in res["events"]:
         f = finished.get(task_id)
@@ -596,13 +632,20 @@ def main() -> None:
     with C.Server(render_seconds=args.render_seconds) as server, Shim(server.url) as shim:
         print(f"server: {server.kind} at {server.url}; client core {C.CLIENT_CORE}, server core {C.SERVER_CORE}")
         print(f"machine: {json.dumps(C.machine_info())}")
-        for n in ns:
-            for client in clients:
+        plan = [(n, client) for n in ns for client in clients]
+        children: list[Child] = []
+        try:
+            for i, (n, client) in enumerate(plan):
+                if len(children) <= i:
+                    children.append(Child(server, shim.url, client, n, args, scratch))
+                if args.quick and i + 1 < len(plan):
+                    # Quick mode: the next client imports (on the server core) during this run.
+                    children.append(Child(server, shim.url, plan[i + 1][1], plan[i + 1][0], args, scratch))
                 server.configure(render_seconds=WARMUP_RENDER_S)
                 warm = Submitter(server.url).submit(1)[0]
                 time.sleep(WARMUP_RENDER_S + 0.3)
                 server.configure(render_seconds=args.render_seconds)
-                r = run_one(server, shim.url, client, n, args, scratch, warm)
+                r = run_one(server, children[i], args, warm)
                 results.append(r)
                 print(
                     f"  N={n:>5} {client:<14} {r['polls_per_s']:>6} polls/s  "
@@ -610,6 +653,9 @@ def main() -> None:
                     f"{C.fmt(r['rss_kib_per_trigger'], 1)} KiB/trigger  errors {r['errors']}",
                     flush=True,
                 )
+        finally:
+            for child in children:
+                child.close()
 
     print()
     print(f"Triggerer scale, {args.rate:.0f} polls/s total, server: {server.kind}")

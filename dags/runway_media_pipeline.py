@@ -124,7 +124,7 @@ def _local_path(uri: str) -> str:
 
 @dag(
     dag_id="runway_media_pipeline",
-    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,

@@ -143,29 +143,40 @@ class DownloadResult:
     seconds: float
 
 
-# One async client per event loop, shared by every hook on it.
-_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+class _LoopClient:
+    """The async client of one event loop and how many hooks hold it open."""
+
+    __slots__ = ("client", "leases")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.leases = 0
 
 
-def _shared_async_client() -> httpx.AsyncClient:
+# One async client per event loop, shared by every hook on it: thousands of triggers
+# in one triggerer share its connection pool.
+_LOOP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
+
+
+def _loop_client() -> _LoopClient:
     loop = asyncio.get_running_loop()
-    client = _ASYNC_CLIENTS.get(loop)
-    if client is None or client.is_closed:
+    entry = _LOOP_CLIENTS.get(loop)
+    if entry is None or entry.client.is_closed:
         # aiohttp carries the bytes: measured far cheaper per poll than httpx's own
         # transport (benchmarks/README.md). Imported here so DAG parsing never pays for it.
         from httpx_aiohttp import AiohttpTransport
 
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=30)
-        client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits)
-        _ASYNC_CLIENTS[loop] = client
-    return client
+        entry = _LoopClient(httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits))
+        _LOOP_CLIENTS[loop] = entry
+    return entry
 
 
 async def close_shared_async_client() -> None:
-    """Close this event loop's shared client (tests and scripts that own their loop)."""
-    client = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
+    """Close this event loop's shared client (for async code that used the hook outside ``async with``)."""
+    entry = _LOOP_CLIENTS.pop(asyncio.get_running_loop(), None)
+    if entry is not None:
+        await entry.client.aclose()
 
 
 class CometHook(BaseHook):
@@ -335,6 +346,20 @@ class CometHook(BaseHook):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> CometHook:
+        """Hold the event loop's shared client open; the last hook out closes it."""
+        _loop_client().leases += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        entry = _LOOP_CLIENTS.get(asyncio.get_running_loop())
+        if entry is None:
+            return
+        entry.leases -= 1
+        if entry.leases <= 0:
+            del _LOOP_CLIENTS[asyncio.get_running_loop()]
+            await entry.client.aclose()
+
     # -- shared pieces ---------------------------------------------------------------------------
 
     @staticmethod
@@ -443,7 +468,7 @@ class CometHook(BaseHook):
     async def _arequest(
         self, settings: CometSettings, path: str, body: dict[str, Any], *, idempotent: bool
     ) -> dict[str, Any]:
-        client = _shared_async_client()
+        client = _loop_client().client
         content = json.dumps(body).encode()
         url = settings.base_url + path
         started = time.monotonic()

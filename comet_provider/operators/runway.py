@@ -133,7 +133,10 @@ class RunwayVideo2VideoOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         request = self._request()
         task, submitted_at = self._resume_or_submit(context, request)
-        context["ti"].xcom_push(key=RUNWAY_TASK_ID_XCOM_KEY, value=task.task_id)
+        ti = context["ti"]
+        ti.xcom_push(key=RUNWAY_TASK_ID_XCOM_KEY, value=task.task_id)
+        # The UI computes the extra link at every stop, deferral included: give it a value.
+        ti.xcom_push(key=VIDEO_URL_XCOM_KEY, value=task.video_url or "")
         if not self.wait_for_completion:
             return {**task.to_dict(), "submitted_at": submitted_at}
         if task.is_terminal:
@@ -143,7 +146,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
             from comet_provider.triggers.runway import RunwayTaskTrigger
 
             self.log.info(
-                "Deferring while Runway renders task %s (polling every %.0fs, giving up at %s).",
+                "Deferring while Runway renders task %s (polling every %gs, giving up at %s).",
                 task.task_id,
                 self.poll_interval,
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(deadline)),

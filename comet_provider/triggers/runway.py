@@ -60,7 +60,12 @@ class RunwayTaskTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = CometHook(self.comet_conn_id)
+        async with CometHook(self.comet_conn_id) as hook:
+            event = await self._wait(hook)
+        yield TriggerEvent(event)
+
+    async def _wait(self, hook: CometHook) -> dict[str, Any]:
+        """Poll until there is something to report; return the event's payload."""
         waiter = RunwayWaiter(
             self.runway_task_id,
             poll_interval=self.poll_interval,
@@ -79,18 +84,14 @@ class RunwayTaskTrigger(BaseTrigger):
                 try:
                     waiter.on_error(exc)
                 except CometError as fatal:
-                    yield TriggerEvent(self._event("error", str(fatal), error_type=type(fatal).__name__))
-                    return
+                    return self._event("error", str(fatal), error_type=type(fatal).__name__)
             except Exception as exc:  # a bug must end the wait with a reason, not a silent hang
-                yield TriggerEvent(self._event("error", f"{type(exc).__name__}: {exc}", error_type="Exception"))
-                return
+                return self._event("error", f"{type(exc).__name__}: {exc}", error_type="Exception")
             else:
                 if waiter.on_task(task):
-                    yield TriggerEvent(self._finished(task))
-                    return
+                    return self._finished(task)
             if waiter.expired():
-                yield TriggerEvent(self._event("timeout", str(waiter.timeout_error())))
-                return
+                return self._event("timeout", str(waiter.timeout_error()))
             await asyncio.sleep(waiter.next_sleep())
 
     async def on_kill(self) -> None:
