@@ -16,6 +16,8 @@ works on local files.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 import re
@@ -42,7 +44,7 @@ __all__ = [
     "frame_difference",
     "plan_clips",
     "probe_video",
-    "read_gray_frame",
+    "read_frame",
     "remove_storage_prefix",
     "sample_times",
     "slugify",
@@ -102,9 +104,7 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MediaError(
-            "ffmpeg not found: install it, set FFMPEG_BINARY, or `pip install imageio-ffmpeg`"
-        ) from exc
+        raise MediaError("ffmpeg not found: install it, set FFMPEG_BINARY, or `pip install imageio-ffmpeg`") from exc
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
@@ -148,9 +148,7 @@ def probe_video(path: PathLike) -> VideoInfo:
     if duration_match:
         duration = _hms_to_seconds(duration_match.group(1))
     else:
-        decoded = _run_ffmpeg(["-i", str(path), "-map", "0:v:0", "-f", "null", "-"]).stderr.decode(
-            "utf-8", "replace"
-        )
+        decoded = _run_ffmpeg(["-i", str(path), "-map", "0:v:0", "-f", "null", "-"]).stderr.decode("utf-8", "replace")
         times = _TIME_RE.findall(decoded)
         if not times:
             raise MediaError(f"could not measure the duration of {path}")
@@ -182,7 +180,7 @@ def plan_clips(duration: float, clip_seconds: float, min_clip_seconds: float = 1
     if count > 1 and duration - (count - 1) * clip_seconds < min_clip_seconds:
         count -= 1
     bounds = [round(float(i * clip_seconds), 3) for i in range(count)] + [round(float(duration), 3)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))
 
 
 def _even_scale_filter(max_width: int | None) -> str:
@@ -303,34 +301,31 @@ def extract_frame(video: PathLike, dest: PathLike, at: float | None = None) -> P
     return dest
 
 
-def read_gray_frame(video: PathLike, at: float, size: tuple[int, int] = (64, 48)) -> bytes:
-    """The frame at ``at`` seconds, scaled to ``size`` and as raw 8-bit gray pixels."""
+def read_frame(video: PathLike, at: float, size: tuple[int, int] = (160, 120), pix_fmt: str = "rgb24") -> bytes:
+    """The frame at ``at`` seconds, scaled to ``size``, as raw pixels (``rgb24``: 3 bytes a pixel, ``gray``: 1)."""
     width, height = size
-    proc = _run_ffmpeg(
-        ["-ss", f"{max(at, 0.0):.3f}", "-i", str(video), "-frames:v", "1", "-vf", f"scale={width}:{height}"]
-        + ["-pix_fmt", "gray", "-f", "rawvideo", "-"]
-    )
-    if len(proc.stdout) != width * height:
+    per_pixel = {"rgb24": 3, "gray": 1}[pix_fmt]
+    seek = ["-ss", f"{max(at, 0.0):.3f}", "-i", str(video), "-frames:v", "1"]
+    proc = _run_ffmpeg([*seek, "-vf", f"scale={width}:{height}", "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"])
+    if len(proc.stdout) != width * height * per_pixel:
         raise MediaError(f"no frame at {at:.3f}s in {video} (got {len(proc.stdout)} bytes)")
     return proc.stdout
 
 
 def frame_difference(video_a: PathLike, video_b: PathLike, at: float, at_b: float | None = None) -> float:
-    """Mean absolute difference (0-255) between small gray versions of two frames.
+    """Mean absolute difference (0-255) between two frames, compared as 160x120 RGB.
 
     Same video at two instants measures motion; two videos at one instant measure how much a
-    render changed its source. 0 means identical.
+    render changed its source (a re-encode of the same video scores about 1; a restyle, tens).
     """
-    a = read_gray_frame(video_a, at)
-    b = read_gray_frame(video_b, at if at_b is None else at_b)
+    a = read_frame(video_a, at)
+    b = read_frame(video_b, at if at_b is None else at_b)
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
 
 
 def _frame_png(video: PathLike, at: float, width: int) -> bytes:
-    proc = _run_ffmpeg(
-        ["-ss", f"{max(at, 0.0):.3f}", "-i", str(video), "-frames:v", "1", "-vf", f"scale={width}:-2"]
-        + ["-f", "image2pipe", "-c:v", "png", "-"]
-    )
+    seek = ["-ss", f"{max(at, 0.0):.3f}", "-i", str(video), "-frames:v", "1"]
+    proc = _run_ffmpeg([*seek, "-vf", f"scale={width}:-2", "-f", "image2pipe", "-c:v", "png", "-"])
     if not proc.stdout:
         raise MediaError(f"no frame at {at:.3f}s in {video}")
     return proc.stdout
@@ -412,10 +407,8 @@ def download_from_storage(src: ObjectStoragePath, dest_dir: PathLike) -> Path:
 
 def upload_to_storage(local: PathLike, dest: ObjectStoragePath) -> ObjectStoragePath:
     """Copy a local file to ``dest`` (overwriting), creating parent "folders" where that means something."""
-    try:
+    with contextlib.suppress(NotImplementedError, OSError):  # object stores have no folders
         dest.parent.mkdir(parents=True, exist_ok=True)
-    except (NotImplementedError, PermissionError, OSError):  # object stores have no folders
-        pass
     with open(local, "rb") as fin, dest.open("wb") as fout:
         shutil.copyfileobj(fin, fout, 1024 * 1024)
     return dest
@@ -428,10 +421,8 @@ def remove_storage_prefix(prefix: ObjectStoragePath) -> int:
     files = [p for p in prefix.rglob("*") if p.is_file()]
     for path in files:
         path.unlink()
-    try:
+    with contextlib.suppress(NotImplementedError, OSError):  # object stores: nothing left to remove
         prefix.rmdir(recursive=True)
-    except (FileNotFoundError, NotImplementedError, OSError):  # object stores: nothing left to remove
-        pass
     return len(files)
 
 

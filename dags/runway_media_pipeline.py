@@ -35,19 +35,19 @@ param when given.
 `AIRFLOW_VAR_COMET_RUNWAY_PIPELINE='{"storage_root": "s3://aws_default@studio/runway", ...}'`),
 any key overridable per run through the params `styles`, `clip_seconds` and `date`:
 
-| key | default | meaning |
-|---|---|---|
-| `storage_root` | `file://$AIRFLOW_HOME/runway-media` | any `ObjectStoragePath` URI; `s3://conn_id@bucket/prefix` picks a connection |
-| `staging_root` | `<storage_root>/staging` | where clips are staged for the API |
-| `public_url_template` | *required* | URL of a staged file, `{key}` = its path under `staging_root`, e.g. `https://cdn.example.com/runway-staging/{key}` |
-| `styles` | pixel art, pencil sketch, neon | `{"name": "prompt", ...}` |
-| `clip_seconds` | `5` | clip length sent to the API; a short tail is merged into the last clip |
-| `max_width` | `1280` | clips wider than this are scaled down before upload |
-| `model`, `structure_transformation` | `gen4`, `0.5` | passed to Runway |
-| `comet_conn_id` | `comet_default` | CometAPI connection |
-| `poll_interval`, `render_timeout_seconds` | `10`, `1800` | per render |
-| `notify_conn_id`, `notify_endpoint` | `runway_notify`, `""` | where `notify` POSTs |
-| `keep_audio` | `true` | put the source soundtrack under the stitched videos |
+- `storage_root` (default `file://$AIRFLOW_HOME/runway-media`): any `ObjectStoragePath`
+  URI; `s3://aws_default@bucket/prefix` picks the connection.
+- `staging_root` (default `<storage_root>/staging`): where clips are staged for the API.
+- `public_url_template` (**required**): the URL the API fetches a staged file from, with
+  `{key}` for its path under `staging_root`, e.g. `https://cdn.example.com/staging/{key}`.
+- `styles` (pixel art, pencil sketch, neon): `{"name": "prompt", ...}`.
+- `clip_seconds` (`5`) and `min_clip_seconds` (`1`): clip length sent to the API; a tail
+  shorter than the minimum is merged into the last clip.
+- `max_width` (`1280`): wider sources are scaled down before upload.
+- `model` (`gen4`), `structure_transformation` (`0.5`): passed to Runway.
+- `comet_conn_id` (`comet_default`), `poll_interval` (`10`), `render_timeout_seconds` (`1800`).
+- `notify_conn_id` (`runway_notify`), `notify_endpoint` (`""`): where `notify` POSTs.
+- `keep_audio` (`true`): put the source's soundtrack under the stitched videos.
 
 The pool name comes from the environment variable `COMET_RUNWAY_POOL` (default `runway`):
 create it once with `airflow pools set runway 4 "Runway renders"`. Media helpers live in
@@ -143,9 +143,7 @@ def _local_path(uri: str) -> str:
             type=["null", "object"],
             description='Styles for this run, {"name": "prompt"}; empty = the configured ones.',
         ),
-        "clip_seconds": Param(
-            None, type=["null", "number"], minimum=1, description="Clip length for this run."
-        ),
+        "clip_seconds": Param(None, type=["null", "number"], minimum=1, description="Clip length for this run."),
     },
 )
 def runway_media_pipeline() -> None:
@@ -311,15 +309,19 @@ def runway_media_pipeline() -> None:
                 local_clips,
                 os.path.join(tmp, f"{group['style']}.mp4"),
                 audio_from=source if cfg["keep_audio"] else None,
-                size=(video["info"]["width"] - video["info"]["width"] % 2,
-                      video["info"]["height"] - video["info"]["height"] % 2),
+                size=(
+                    video["info"]["width"] - video["info"]["width"] % 2,
+                    video["info"]["height"] - video["info"]["height"] % 2,
+                ),
                 fps=video["info"]["fps"] or None,
             )
             poster = extract_frame(stitched, os.path.join(tmp, f"{group['style']}.png"))
             info = probe_video(stitched)
             video_uri = upload_to_storage(stitched, out_dir / stitched.name)
             poster_uri = upload_to_storage(poster, out_dir / poster.name)
-        print(f"{group['video_id']} / {group['style']}: {len(local_clips)} clip(s) -> {video_uri} ({info.duration:.1f} s)")
+        print(
+            f"{group['video_id']} / {group['style']}: {len(local_clips)} clip(s) -> {video_uri} ({info.duration:.1f} s)"
+        )
         return {
             "video_id": group["video_id"],
             "style": group["style"],
@@ -344,8 +346,7 @@ def runway_media_pipeline() -> None:
             with scratch_dir() as tmp:
                 rows = [("original", download_from_storage(ObjectStoragePath(video["source"]), tmp + "/src"))]
                 rows += [
-                    (s["style"], download_from_storage(ObjectStoragePath(s["video"]), tmp + "/styled"))
-                    for s in outputs
+                    (s["style"], download_from_storage(ObjectStoragePath(s["video"]), tmp + "/styled")) for s in outputs
                 ]
                 sheet = build_contact_sheet(
                     rows,

@@ -14,7 +14,7 @@ result (Runway's own URLs expire within a day or two).
    (any `ObjectStoragePath`). The default is `file:///tmp/runway-renders`.
 3. Trigger the DAG with the params `video_url` (a public http(s) URL Runway can fetch,
    a few seconds long) and `prompt` (the style), e.g.
-   `airflow dags trigger runway_restyle_minimal --conf '{"video_url": "https://.../clip.mp4", "prompt": "pencil sketch"}'`.
+   `airflow dags trigger runway_restyle_minimal --conf '{"video_url": "https://...", "prompt": "sketch"}'`.
 
 The task submits the render, defers to the triggerer while Runway works (the triggerer
 must be running: `airflow triggerer`), then downloads the video to

@@ -131,7 +131,9 @@ def airflow_cli(
         cmd, env=dict(env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
     )
     if check and proc.returncode != 0:
-        raise RuntimeError(f"`airflow {' '.join(args)}` failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        raise RuntimeError(
+            f"`airflow {' '.join(args)}` failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+        )
     return proc
 
 
@@ -191,9 +193,7 @@ def asset_events(home: Path, asset_name: str = ASSET_NAME) -> list[dict[str, Any
 def task_states(home: Path, dag_id: str) -> dict[str, list[str]]:
     """``task_id -> [state of each map index]`` for the DAG's latest run."""
     with sqlite3.connect(home / "airflow.db") as db:
-        run = db.execute(
-            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-        ).fetchone()
+        run = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)).fetchone()
         if run is None:
             return {}
         rows = db.execute(
@@ -215,12 +215,11 @@ def make_sample_video(path: Path, seconds: float = 10.0, size: str = "320x240", 
     from media_utils import ffmpeg_exe
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    video = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds:g}"]
+    tone = ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds:g}"]
+    encode = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
     subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
-        + ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds:g}"]
-        + ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds:g}"]
-        + ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
-        + ["-movflags", "+faststart", str(path)],
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *video, *tone, *encode, str(path)],
         check=True,
         capture_output=True,
     )

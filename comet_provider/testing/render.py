@@ -79,6 +79,9 @@ class RenderError(Exception):
         self.reason = reason
 
 
+_placeholder_bytes: tuple[bytes, bytes, bytes] | None = None
+
+
 @dataclass(frozen=True)
 class RenderOutput:
     video: Path
@@ -256,8 +259,15 @@ async def render_video(
 
 async def make_placeholder(out_dir: str | os.PathLike[str], *, timeout: float = 60.0) -> RenderOutput:
     """A small fixed "render" (1 s, 160x120) shared by every task in ``synthetic`` mode."""
+    global _placeholder_bytes
     out = Path(out_dir)
     video = out / "placeholder.mp4"
+    poster, last = out / "placeholder.poster.jpg", out / "placeholder.last_frame.jpg"
+    if _placeholder_bytes is not None:
+        # Identical for every emulator: reuse the first one's bytes instead of running ffmpeg again.
+        for path, data in zip((video, poster, last), _placeholder_bytes, strict=True):
+            path.write_bytes(data)
+        return RenderOutput(video, poster, last)
     partial = out / "placeholder.partial.mp4"
     args = [
         ffmpeg_exe(),
@@ -281,8 +291,8 @@ async def make_placeholder(out_dir: str | os.PathLike[str], *, timeout: float = 
     if rc != 0:
         raise RenderError("INTERNAL.BAD_OUTPUT.CODE01", f"placeholder failed: {_stderr_tail(err)}")
     os.replace(partial, video)
-    poster, last = out / "placeholder.poster.jpg", out / "placeholder.last_frame.jpg"
     await _frames(video, poster, last, timeout)
+    _placeholder_bytes = (video.read_bytes(), poster.read_bytes(), last.read_bytes())
     return RenderOutput(video, poster, last)
 
 

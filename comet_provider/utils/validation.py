@@ -99,7 +99,7 @@ def build_video2video_payload(
         _check_number("seconds", opts["seconds"], 1, 60)
     opts = {key: value for key, value in opts.items() if value is not None}
     try:
-        json.dumps(opts)
+        json.dumps(opts, allow_nan=False)  # NaN/Infinity are not JSON: the API would refuse the body
     except (TypeError, ValueError) as exc:
         raise CometValidationError("options", f"must be JSON-serializable ({exc})") from None
     body: dict[str, Any] = {"video": video_url, "prompt": text, "model": model.strip(), "options": opts}
