@@ -121,9 +121,7 @@ def comet_conn_env(url: str, api_key: str = API_KEY) -> dict[str, str]:
     ``get_async_connection``) consult.
     """
     return {
-        "AIRFLOW_CONN_COMET_DEFAULT": json.dumps(
-            {"conn_type": "comet", "host": url, "password": api_key}
-        ),
+        "AIRFLOW_CONN_COMET_DEFAULT": json.dumps({"conn_type": "comet", "host": url, "password": api_key}),
         # How a user points HttpSensorTrigger at the same API: the host, and the Bearer header in
         # the connection's extra (HttpAsyncHook sends extra keys as headers).
         "AIRFLOW_CONN_COMET_HTTP": json.dumps(
@@ -230,6 +228,13 @@ class Server:
         if self._emu is None:
             return int(_get_json(f"{self.url}/_emulator/stats?tasks=0")["feeds"])
         return int(self._emu.stats(tasks=False)["feeds"])
+
+    def reset(self) -> None:
+        """Forget all tasks and counters (the configuration stays)."""
+        if self._emu is not None:
+            self._emu.reset()
+        else:
+            _post_json(f"{self.url}/_emulator/reset", {})
 
     def configure(self, **settings: Any) -> None:
         if self._emu is not None:

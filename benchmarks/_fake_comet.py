@@ -79,9 +79,7 @@ class FakeComet:
         task_id = body.get("task_id", "")
         task = self.tasks.get(task_id)
         if task is None:
-            return web.json_response(
-                {"code": "task_not_exist", "message": "task_not_exist", "data": None}, status=400
-            )
+            return web.json_response({"code": "task_not_exist", "message": "task_not_exist", "data": None}, status=400)
         wrapper, inner, progress = self._state(task)
         inner_data: dict[str, Any] = {"id": task_id, "status": inner, "progress": round(progress, 3)}
         if inner == "SUCCEEDED":
@@ -177,9 +175,7 @@ class FeedShim:
 
     def app(self) -> web.Application:
         async def on_startup(_: web.Application) -> None:
-            self.session = ClientSession(
-                connector=TCPConnector(limit=200), timeout=ClientTimeout(total=60)
-            )
+            self.session = ClientSession(connector=TCPConnector(limit=200), timeout=ClientTimeout(total=60))
 
         async def on_cleanup(_: web.Application) -> None:
             if self.session is not None:

@@ -17,6 +17,7 @@ Layers:
   httpx_aiohttp_tuned  httpx over httpx-aiohttp with a prebuilt httpx.URL and no cookie jar
   trigger          RunwayTaskTrigger.run() with poll_interval=0 (+ RunwayWaiter)
   *_greenback      the same under greenback.ensure_portal(), as the triggerer runs triggers
+                   (with --greenback)
 
 Usage: python benchmarks/profile_poll.py [--polls 2000] [--concurrency 20] [--no-cprofile]
 """
@@ -29,6 +30,7 @@ import cProfile
 import json
 import os
 import pstats
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -38,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as C  # noqa: E402
+import _common as C
 
 Poll = Callable[[], Awaitable[Any]]
 
@@ -147,14 +149,19 @@ async def _layers(url: str, task_id: str, args: argparse.Namespace) -> list[list
         "proposed_aiohttp": proposed_aiohttp,
         "httpx_aiohttp_tuned": httpx_aiohttp_tuned,
     }
+    # Interleaved rounds, median per layer: other load on the machine hits every layer alike.
+    samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    portals = (False, True) if args.greenback else (False,)
+    for _round in range(args.rounds):
+        for name, poll in layers.items():
+            for portal in portals:
+                cpu, wall = await _drive(poll, args.polls, args.concurrency, portal)
+                samples[name + ("_greenback" if portal else "")].append((cpu * 1000 / args.polls, args.polls / wall))
+        samples["trigger (RunwayTaskTrigger.run)"].append(await _trigger_row(task_id, args))
     rows: list[list[Any]] = []
-    for name, poll in layers.items():
-        for portal in (False, True):
-            cpu, wall = await _drive(poll, args.polls, args.concurrency, portal)
-            label = name + ("_greenback" if portal else "")
-            rows.append([label, cpu * 1000 / args.polls, args.polls / wall])
-            print(f"  {label:<26} {cpu * 1000 / args.polls:.3f} ms CPU/poll", flush=True)
-    rows.append(await _trigger_row(task_id, args))
+    for label, values in samples.items():
+        cpu_ms = statistics.median(v[0] for v in values)
+        rows.append([label, cpu_ms, statistics.median(v[1] for v in values), min(v[0] for v in values)])
     await session.close()
     await hx_aio.aclose()
     await hx.aclose()
@@ -163,7 +170,7 @@ async def _layers(url: str, task_id: str, args: argparse.Namespace) -> list[list
     return rows
 
 
-async def _trigger_row(task_id: str, args: argparse.Namespace) -> list[Any]:
+async def _trigger_row(task_id: str, args: argparse.Namespace) -> tuple[float, float]:
     """The whole trigger loop; polls counted by wrapping the hook's poll."""
     from comet_provider.hooks.comet import CometHook
     from comet_provider.triggers.runway import RunwayTaskTrigger
@@ -194,8 +201,7 @@ async def _trigger_row(task_id: str, args: argparse.Namespace) -> list[Any]:
     finally:
         CometHook.aget_task = original  # type: ignore[method-assign]
     polls = min(count[0], args.polls) or 1
-    print(f"  {'trigger':<26} {cpu * 1000 / polls:.3f} ms CPU/poll", flush=True)
-    return ["trigger (RunwayTaskTrigger.run)", cpu * 1000 / polls, polls / wall]
+    return cpu * 1000 / polls, polls / wall
 
 
 def _package(filename: str) -> str:
@@ -269,6 +275,8 @@ def main() -> None:
     parser.add_argument("--polls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per layer (median)")
+    parser.add_argument("--greenback", action="store_true", help="also run each layer in a greenback portal")
     parser.add_argument("--no-cprofile", action="store_true")
     args = parser.parse_args()
     import logging
@@ -280,13 +288,16 @@ def main() -> None:
         os.environ.update(C.comet_conn_env(server.url))
         task_id = _submit_one(server.url)
         C.pin(C.CLIENT_CORE)
-        print(f"server: {server.kind}; {args.polls} polls per layer, {args.concurrency} concurrent")
+        print(
+            f"server: {server.kind}; {args.rounds} rounds x {args.polls} polls per layer, "
+            f"{args.concurrency} concurrent; load {C.machine_info().get('loadavg_1m')}"
+        )
         rows = asyncio.run(_layers(server.url, task_id, args))
         floor = rows[0][1]
         print()
         C.print_table(
-            ["layer", "ms CPU/poll", "polls/s", "x aiohttp_json"],
-            [[name, cpu, rate, cpu / floor] for name, cpu, rate in rows],
+            ["layer", "ms CPU/poll (median)", "min", "polls/s", "x aiohttp_json"],
+            [[name, cpu, low, rate, cpu / floor] for name, cpu, rate, low in rows],
         )
         if not args.no_cprofile:
             asyncio.run(_cprofile(task_id, args))

@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as C  # noqa: E402
+import _common as C
 
 ALL_CLIENTS = ["ours", "http_sensor", "httpx", "httpx_aiohttp", "aiohttp"]
 QUICK_CLIENTS = ["ours", "http_sensor", "httpx", "aiohttp"]
@@ -65,7 +65,7 @@ WARMUP_RENDER_S = 0.05
 # =============================================================================================
 
 
-def _child(cfg: dict[str, Any]) -> None:  # noqa: C901 - one linear measurement script
+def _child(cfg: dict[str, Any]) -> None:
     # Imports run where the parent runs (the server's core), so the next client can load while
     # the current one is measured; the process moves to the client core before its warm-up.
     msg_fd = int(cfg["msg_fd"])
@@ -314,7 +314,7 @@ def _child(cfg: dict[str, Any]) -> None:  # noqa: C901 - one linear measurement 
             "t_window_start": wall0,
             "t_window_end": wall1,
             "rss0": rss0,
-            "rss_peak": max(rss_samples + [rss_end]),
+            "rss_peak": max([*rss_samples, rss_end]),
             "rss_end": rss_end,
             "lag": lag,
             "events": events,
@@ -372,9 +372,7 @@ class Submitter:
             async def one() -> None:
                 async with sem:
                     for attempt in range(5):
-                        async with session.post(
-                            f"{self.url}/runway/pro/video2video", json=body, headers=headers
-                        ) as r:
+                        async with session.post(f"{self.url}/runway/pro/video2video", json=body, headers=headers) as r:
                             if r.status == 200:
                                 data = await r.json()
                                 out.append(str(data["data"]["task_id"]))
@@ -440,9 +438,7 @@ class Child:
         cfg = {"client": client, "url": url, "msg_fd": w_fd, "runner": not args.no_runner}
         env = C.scratch_airflow_env(scratch / "airflow", C.comet_conn_env(server.url))
         # The HttpSensorTrigger's connection points at the shim, so the sensor waits for the render.
-        env.update(
-            {k: v.replace(server.url, shim_url) for k, v in C.comet_conn_env(server.url).items() if "HTTP" in k}
-        )
+        env.update({k: v.replace(server.url, shim_url) for k, v in C.comet_conn_env(server.url).items() if "HTTP" in k})
         self.log_path = scratch / f"{client}-{n}.log"
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
@@ -529,6 +525,7 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
     finally:
         child.close()
     stats = server.stats().get("tasks", {})
+    server.reset()  # the next run starts from an empty task table
     finished = {tid: _finished_at(stats.get(tid, {}), render_of[tid]) for tid in tasks}
     latencies = []
     for task_id, t_event, _st in res["events"]:

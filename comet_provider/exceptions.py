@@ -145,7 +145,7 @@ class RunwayTaskFailedError(CometError):
         self.is_safety = bool(task.failure_code and task.failure_code.upper().startswith("SAFETY"))
         self.retryable = not self.is_safety
         code = f" [{task.failure_code}]" if task.failure_code else ""
-        reason = task.fail_reason or "no reason given"
+        reason = (task.fail_reason or "no reason given").rstrip(". ")
         advice = (
             "This is a content-safety refusal: retrying the same input will not help; change the prompt "
             "or the source video."

@@ -50,7 +50,8 @@ any key overridable per run through the params `styles`, `clip_seconds` and `dat
 - `keep_audio` (`true`): put the source's soundtrack under the stitched videos.
 
 The pool name comes from the environment variable `COMET_RUNWAY_POOL` (default `runway`):
-create it once with `airflow pools set runway 4 "Runway renders"`. Media helpers live in
+create it once with `airflow pools set runway 4 "Runway renders" --include-deferred` (so a
+render waiting in the triggerer keeps its slot). Media helpers live in
 `media_utils.py` next to this file and are imported inside the tasks, so parsing this file
 stays cheap.
 """
@@ -118,10 +119,6 @@ def _as_uri(location: str) -> str:
     return location.rstrip("/")
 
 
-def _local_path(uri: str) -> str:
-    return uri.removeprefix("file://")
-
-
 @dag(
     dag_id="runway_media_pipeline",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
@@ -151,10 +148,16 @@ def runway_media_pipeline() -> None:
     def settings() -> dict[str, Any]:
         """Merge defaults, the ``comet_runway_pipeline`` Variable and the run's params."""
         from airflow.sdk import Variable
+        from airflow.sdk.exceptions import AirflowFailException
+        from media_utils import slugify
 
         context = get_current_context()
         cfg: dict[str, Any] = dict(DEFAULT_SETTINGS)
-        cfg.update(Variable.get(SETTINGS_VARIABLE, default={}, deserialize_json=True) or {})
+        configured = Variable.get(SETTINGS_VARIABLE, default={}, deserialize_json=True) or {}
+        unknown = sorted(set(configured) - set(DEFAULT_SETTINGS))
+        if unknown:
+            print(f"WARNING: ignoring unknown keys in the Variable {SETTINGS_VARIABLE!r}: {unknown}")
+        cfg.update({k: v for k, v in configured.items() if k in DEFAULT_SETTINGS})
         params = context["params"]
         cfg.update({k: params[k] for k in ("styles", "clip_seconds") if params.get(k)})
 
@@ -162,13 +165,15 @@ def runway_media_pipeline() -> None:
         cfg["storage_root"] = _as_uri(cfg["storage_root"] or os.path.join(home, "runway-media"))
         cfg["staging_root"] = _as_uri(cfg["staging_root"] or cfg["storage_root"] + "/staging")
         if not cfg["public_url_template"] or "{key}" not in cfg["public_url_template"]:
-            raise ValueError(
+            raise AirflowFailException(
                 f"Set 'public_url_template' in the Variable {SETTINGS_VARIABLE!r}: the public URL of a file "
                 "staged under staging_root, with {key} for its path there "
                 "(e.g. https://cdn.example.com/runway-staging/{key})."
             )
-        if not cfg["styles"]:
-            raise ValueError("no styles configured")
+        if not cfg["styles"] or not isinstance(cfg["styles"], dict):
+            raise AirflowFailException('styles must be a non-empty {"name": "prompt"} object')
+        # style names become folder and file names: keep them path- and URL-safe
+        cfg["styles"] = {slugify(name, fallback="style"): prompt for name, prompt in cfg["styles"].items()}
         interval_start = context.get("data_interval_start") or context["logical_date"]
         cfg["date"] = params.get("date") or interval_start.strftime("%Y-%m-%d")
         cfg["run_id"] = context["run_id"]
@@ -183,12 +188,8 @@ def runway_media_pipeline() -> None:
         from media_utils import VIDEO_SUFFIXES, slugify
 
         folder = ObjectStoragePath(cfg["storage_root"]) / "incoming" / cfg["date"]
-        found = sorted(
-            (p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-            if folder.exists()
-            else [],
-            key=lambda p: p.name,
-        )
+        listing = folder.iterdir() if folder.exists() else []
+        found = sorted((p for p in listing if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()), key=lambda p: p.name)
         if not found:
             raise AirflowSkipException(f"no source videos in {folder}")
         videos, seen = [], set()
@@ -243,8 +244,11 @@ def runway_media_pipeline() -> None:
                         "url": cfg["public_url_template"].format(key=key),
                     }
                 )
+            clip_info = probe_video(clips[0].path)
         print(f"{video_id}: {info.duration:.1f} s {info.width}x{info.height} -> {len(staged)} clip(s)")
-        return {**video, "info": info.to_dict(), "clips": staged}
+        # renders may come back at another size: stitch_style brings them back to the clips' size
+        clip_format = {"width": clip_info.width, "height": clip_info.height, "fps": info.fps}
+        return {**video, "info": info.to_dict(), "clip_format": clip_format, "clips": staged}
 
     @task
     def plan_renders(cfg: dict[str, Any], videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -309,11 +313,8 @@ def runway_media_pipeline() -> None:
                 local_clips,
                 os.path.join(tmp, f"{group['style']}.mp4"),
                 audio_from=source if cfg["keep_audio"] else None,
-                size=(
-                    video["info"]["width"] - video["info"]["width"] % 2,
-                    video["info"]["height"] - video["info"]["height"] % 2,
-                ),
-                fps=video["info"]["fps"] or None,
+                size=(video["clip_format"]["width"], video["clip_format"]["height"]),
+                fps=video["clip_format"]["fps"] or None,
             )
             poster = extract_frame(stitched, os.path.join(tmp, f"{group['style']}.png"))
             info = probe_video(stitched)

@@ -43,6 +43,9 @@ MINIMAL_DAG = "runway_restyle_minimal"
 ASSET_NAME = "comet_runway_restyled_videos"
 POOL = "runway"
 NOTIFY_INBOX = "notifications"
+# Emulator timings: each render takes about 2 s, with the API's quirks (a fresh task id is
+# unknown for a moment, then queued) still there.
+EMULATOR_TIMINGS: dict[str, Any] = {"not_exist_seconds": 0.3, "queue_seconds": 0.2, "render_seconds": 1.0}
 # The pipeline processes the data interval before its logical date: a run at 2025-06-02
 # (daily intervals) handles the videos that arrived on 2025-06-01.
 DEMO_DAY = "2025-06-01"
@@ -150,16 +153,18 @@ def run_dags_test(
     *,
     conf: Mapping[str, Any] | None = None,
     log_dir: Path,
+    log_name: str | None = None,
     timeout: float = 900,
 ) -> DagsTestResult:
-    """``airflow dags test`` one DAG run (deferred triggers run inline); output goes to a log file."""
+    """``airflow dags test`` one DAG run (deferred triggers run inline); output goes to
+    ``log_dir/<log_name or dag_id>.log``."""
     args = ["dags", "test", dag_id]
     if logical_date:
         args.append(logical_date)
     if conf:
         args += ["--conf", json.dumps(conf)]
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{dag_id}.log"
+    log_path = log_dir / f"{log_name or dag_id}.log"
     airflow = Path(sys.executable).with_name("airflow")
     started = time.monotonic()
     with log_path.open("w") as log:
@@ -248,9 +253,9 @@ def pipeline_settings(sandbox: Sandbox, emulator_url: str, **overrides: Any) -> 
 def demo_sandbox(
     root: Path,
     *,
-    render_seconds: float = 1.0,
     pool_slots: int = 3,
     settings: Mapping[str, Any] | None = None,
+    emulator_config: Mapping[str, Any] | None = None,
 ) -> Iterator[Sandbox]:
     """Fresh scratch Airflow under ``root`` (wiped first), the emulator running, pool and connections made.
 
@@ -266,8 +271,10 @@ def demo_sandbox(
         d.mkdir(parents=True)
     sandbox = Sandbox(root=root, home=home, storage=storage, media_dir=media_dir, logs=logs, env=airflow_env(home))
     prepare_airflow_home(home, sandbox.env)
-    airflow_cli(sandbox.env, "pools", "set", POOL, str(pool_slots), "Runway renders (example DAGs)")
-    with EmulatorProcess(render_seconds=render_seconds, media_dir=str(media_dir), port=0) as emulator:
+    # --include-deferred: a deferred render keeps its slot, so the pool bounds renders in flight
+    airflow_cli(sandbox.env, "pools", "set", POOL, str(pool_slots), "Runway renders", "--include-deferred")
+    config = {**EMULATOR_TIMINGS, **(emulator_config or {})}
+    with EmulatorProcess(media_dir=str(media_dir), port=0, **config) as emulator:
         sandbox.emulator = emulator
         sandbox.settings = pipeline_settings(sandbox, emulator.url, **(settings or {}))
         sandbox.env.update(
@@ -301,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
     say(f"Scratch Airflow in {args.root / 'airflow'} (SQLite), emulator on loopback")
-    with demo_sandbox(args.root, render_seconds=args.render_seconds) as sandbox:
+    with demo_sandbox(args.root, emulator_config={"render_seconds": args.render_seconds}) as sandbox:
         assert sandbox.emulator is not None
         source = make_sample_video(sandbox.incoming() / "city-walk.mp4", seconds=args.seconds)
         say(f"Sample video {source} ({args.seconds:g} s); emulator at {sandbox.emulator.url}")

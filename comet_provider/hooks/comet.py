@@ -453,7 +453,8 @@ class CometHook(BaseHook):
         tmp_name = f".{target.name}.{uuid.uuid4().hex[:12]}.part"
         tmp: Any = target.parent / tmp_name
         try:
-            with client, client.stream("GET", url) as response:
+            # iter_raw() stores the bytes as sent: ask for no content coding, or a CDN may gzip the file.
+            with client, client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
                 if response.status_code != 200:
                     response.read()
                     raise _download_error(response.status_code, url)
@@ -551,8 +552,11 @@ def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):  # neither seconds nor an HTTP date: ignore it
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
 
 
 def _answer(status: int, headers: httpx.Headers, content: bytes, settings: CometSettings, path: str) -> dict[str, Any]:
@@ -572,7 +576,7 @@ def _answer(status: int, headers: httpx.Headers, content: bytes, settings: Comet
             f"CometAPI answered task_not_exist at {where}", status_code=status, error_code=error_code
         )
     shown = redact(message, settings.api_key) if message else _describe_body(headers, content)
-    common: dict[str, Any] = {"status_code": status, "error_code": error_code, "request_id": _request_id(message)}
+    common: dict[str, Any] = {"status_code": status, "error_code": error_code, "request_id": _request_id(shown)}
     if 200 <= status < 300:
         raise CometMalformedResponseError(
             f"CometAPI answered HTTP {status} at {where} with an unexpected body ({shown}).", **common
@@ -619,7 +623,8 @@ def _error_fields(body: Any) -> tuple[str | None, str | None]:
 
 def _request_id(message: str | None) -> str | None:
     if message and "request id:" in message:
-        return message.rsplit("request id:", 1)[1].strip(" )")
+        # "... (request id: X)" may be followed by " (param: ...)": stop at the first ")".
+        return message.rsplit("request id:", 1)[1].split(")", 1)[0].strip() or None
     return None
 
 

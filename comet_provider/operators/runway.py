@@ -104,10 +104,11 @@ class RunwayVideo2VideoOperator(BaseOperator):
         poll_interval: float | timedelta = 10,
         timeout: float | timedelta = timedelta(hours=1),
         output_path: Any = None,
+        # A signature default (not kwargs.setdefault): .partial() reads it from here for mapped tasks.
+        map_index_template: str | None = "{{ task.prompt | truncate(60) }}",
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("map_index_template", "{{ task.prompt | truncate(60) }}")
-        super().__init__(**kwargs)
+        super().__init__(map_index_template=map_index_template, **kwargs)
         self.video = video
         self.prompt = prompt
         self.model = model

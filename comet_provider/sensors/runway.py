@@ -93,10 +93,21 @@ class RunwayTaskSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=outcome(task))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        from comet_provider.exceptions import RunwayTaskTimeoutError
         from comet_provider.triggers.runway import task_from_event
         from comet_provider.utils.polling import outcome
 
-        return outcome(task_from_event(event))
+        try:
+            return outcome(task_from_event(event))
+        except RunwayTaskTimeoutError as exc:
+            # The same exception as a timed-out poke or reschedule sensor (honours soft_fail).
+            if self.soft_fail:
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException(str(exc)) from exc
+            raise AirflowSensorTimeout(str(exc)) from exc
 
     def _get_waiter(self) -> RunwayWaiter:
         if self._waiter is None:

@@ -1,15 +1,34 @@
-"""Offline testing tools: a local CometAPI (Runway) emulator and sample-video helpers.
+"""Offline testing tools: a local CometAPI (Runway video2video) emulator and sample clips.
 
 ```python
 from comet_provider.testing import CometEmulator, EmulatorProcess
 
-with CometEmulator(api_key="test-key", render_seconds=2.0, media_dir="media") as emu:
-    emu.url, emu.stats(), emu.configure(faults={"rate": 0.2}), emu.inbox("callbacks")
+with CometEmulator(api_key="test-key", render_seconds=2.0, media_dir="media") as emu:  # a thread
+    emu.url                       # "http://127.0.0.1:PORT"; emu.media_url("clip.mp4")
+    emu.connection_json()         # for AIRFLOW_CONN_COMET_DEFAULT
+    emu.stats(); emu.configure(faults={"rate": 0.2}); emu.reset(); emu.inbox("callbacks")
+with EmulatorProcess(api_key="k", render="synthetic", cpu=1) as emu:  # a child process, same methods
+    ...
 ```
 
-Exports are imported lazily so that ``import comet_provider.testing`` stays cheap.
-CLI: ``python -m comet_provider.testing --help``. pytest fixtures: ``comet_emulator``,
-``comet_emulator_session``, ``comet_emulator_factory``, ``sample_video``.
+API (Bearer auth, ``X-Runway-Version`` required by default): ``POST /runway/pro/video2video``,
+``POST /runway/feed``. Files: ``GET /renders/<task_id>.mp4|.poster.jpg|.last_frame.jpg``,
+``GET /media/<path>`` (``media_dir``). Control, no auth: ``GET /_emulator/health|stats|config``,
+``POST /_emulator/config|reset``, ``POST|GET|DELETE /_emulator/inbox/<name>``,
+``GET /_emulator/blob?size=N``.
+
+Config keys (:class:`EmulatorConfig`): ``api_key`` (None: any token), ``require_version_header``,
+``not_exist_seconds`` / ``queue_seconds`` / ``render_seconds`` (the task timeline), ``concurrency``
+(THROTTLED beyond it; 0 = unlimited), ``url_placement`` (rotate, video_url, result_url, output,
+inner_video_url, none), ``render`` (ffmpeg, copy, synthetic), ``render_workers``, ``media_dir``,
+``data_dir``, ``public_url``, ``callback_timeout``, ``fetch_timeout``, ``render_timeout``,
+``log_requests``, ``faults`` (rate, kinds, endpoints, retry_after, slow_seconds, seed) and
+``fail_next`` (one-shot ``{endpoint, kind, count}`` queue).
+
+Prompt tags: ``[fail]``, ``[fail:CODE]``, ``[cancel]``; style keywords pick the ffmpeg filter
+(:func:`styles_for_prompt`). CLI: ``python -m comet_provider.testing --help``. pytest fixtures:
+``comet_emulator``, ``comet_emulator_session``, ``comet_emulator_factory``, ``sample_video``.
+Exports are imported lazily so that importing this package stays cheap.
 """
 
 from __future__ import annotations

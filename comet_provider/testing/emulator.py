@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import copy
 import datetime as dt
+import functools
 import heapq
 import hmac
 import itertools
@@ -27,6 +28,7 @@ import resource
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,12 +40,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from comet_provider.testing.render import RenderError, RenderOutput, make_placeholder, render_video
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "FAULT_ENDPOINTS",
@@ -266,10 +271,10 @@ class EmulatorConfig:
                 raise ValueError("public_url must be an http(s) URL or null")
             self.public_url = value.rstrip("/") if isinstance(value, str) else None
         elif key == "faults":
-            if not isinstance(value, Mapping):
-                raise ValueError("faults must be an object")
             if isinstance(value, FaultConfig):
                 value = value.to_dict()
+            if not isinstance(value, Mapping):
+                raise ValueError("faults must be an object")
             self.faults.update(value)
         elif key == "fail_next":
             self.fail_next = _fail_next(value)
@@ -526,9 +531,12 @@ def _html_page(title: str) -> bytes:
 def _safe_url(url: str) -> str:
     """URL without query/fragment/userinfo, for messages (signed URLs carry secrets)."""
     try:
-        parsed = httpx.URL(url)
-        return str(parsed.copy_with(query=None, fragment=None, username=None, password=None))
-    except Exception:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
         return url.split("?", 1)[0]
 
 
@@ -619,14 +627,15 @@ class EmulatorServer:
         self.renders_failed = 0
         self._slots: list[float] = []
         self._throttle_concurrency = self.config.concurrency
-        self._fault_hits = 0
         self.inboxes.clear()
 
-    def _apply_config_side_effects(self) -> None:
+    def _apply_config_side_effects(self, reseed: bool = True) -> None:
         self._generation += 1
-        faults = self.config.faults
-        # One generator per endpoint: the fault sequence on feed does not depend on submits.
-        self._rngs = {ep: random.Random(f"{faults.seed}:{ep}") for ep in FAULT_ENDPOINTS}
+        if reseed:
+            seed = self.config.faults.seed
+            # One generator per endpoint: the fault sequence on feed does not depend on submits.
+            self._rngs = {ep: random.Random(f"{seed}:{ep}") for ep in FAULT_ENDPOINTS}
+            self._fault_hits = 0
         if self.config.render_workers != self._render_sem_size:
             self._render_sem = asyncio.Semaphore(self.config.render_workers)
             self._render_sem_size = self.config.render_workers
@@ -1026,9 +1035,12 @@ class EmulatorServer:
         assert task.callback_url is not None
         await self._sleep_until(task, max(task.start_at, task.not_exist_at))
         await task.done.wait()
+        now = time.monotonic()
         if task.render_error is None:
             await self._sleep_until(task, task.end_at)
-        payload = task.wrapper(time.monotonic(), self.base_url)
+            # Timers may fire a hair early; the task is terminal from end_at on.
+            now = max(time.monotonic(), task.created_mono + task.end_at)
+        payload = task.wrapper(now, self.base_url)
         assert self._session is not None
         try:
             timeout = ClientTimeout(total=self.config.callback_timeout)
@@ -1182,7 +1194,8 @@ class EmulatorServer:
             return self._error(exc.status, exc.message, exc.param, exc.code)
         except ValueError as exc:
             return self._error(400, str(exc), code="invalid_config")
-        self._apply_config_side_effects()
+        # Only a faults update restarts the fault sequence.
+        self._apply_config_side_effects(reseed="faults" in body)
         return _json_response(self.public_config())
 
     async def _reset(self, request: web.Request) -> web.StreamResponse:
@@ -1265,19 +1278,28 @@ async def serve(
 # --------------------------------------------------------------------------- client side
 
 
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    # httpx builds (and loads CA files into) a new context per client unless given one: ~50 ms each.
+    return ssl.create_default_context()
+
+
 class _EmulatorClient:
     """Control-API calls shared by :class:`CometEmulator` and :class:`EmulatorProcess`."""
 
     url: str
     api_key: str | None
+    _initial_api_key: str | None = None
     _http_client: httpx.Client | None = None
 
     def _http(self) -> httpx.Client:
         if not getattr(self, "url", ""):
             raise RuntimeError("the emulator is not running")
         if self._http_client is None:
+            import httpx  # only the client side needs it; keeps the server process's start lean
+
             # trust_env=False: a proxy from the environment must never see loopback traffic.
-            self._http_client = httpx.Client(base_url=self.url, timeout=60.0, trust_env=False)
+            self._http_client = httpx.Client(base_url=self.url, timeout=60.0, trust_env=False, verify=_ssl_context())
         return self._http_client
 
     def _close_http(self) -> None:
@@ -1298,6 +1320,8 @@ class _EmulatorClient:
         return response.json()
 
     def health(self) -> bool:
+        import httpx
+
         try:
             return self._http().get("/_emulator/health", timeout=2.0).status_code == 200
         except httpx.HTTPError:
@@ -1317,6 +1341,7 @@ class _EmulatorClient:
         """Change config keys while running; ``faults`` is merged, ``fail_next`` replaced."""
         if "faults" in partial and hasattr(partial["faults"], "to_dict"):
             partial["faults"] = partial["faults"].to_dict()
+        partial = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in partial.items()}
         result: dict[str, Any] = self._call("POST", "/_emulator/config", json=partial)
         if "api_key" in partial:
             self.api_key = partial["api_key"]
@@ -1336,6 +1361,17 @@ class _EmulatorClient:
 
     def clear_inbox(self, name: str) -> None:
         self._call("DELETE", f"/_emulator/inbox/{name}")
+
+    @property
+    def media_dir(self) -> Path | None:
+        """The folder served at ``/media/`` (None when unset)."""
+        media = self.config()["media_dir"]
+        return Path(media) if media else None
+
+    @property
+    def data_dir(self) -> Path:
+        """Where renders, fetched sources and blobs are written."""
+        return Path(self.config()["data_dir"])
 
     def inbox_url(self, name: str) -> str:
         return f"{self.url}/_emulator/inbox/{name}"
@@ -1359,8 +1395,6 @@ class _EmulatorClient:
             conn["extra"] = extra
         return json.dumps(conn)
 
-    _initial_api_key: str | None = None
-
 
 class CometEmulator(_EmulatorClient):
     """The emulator in a background thread of this process, with its own event loop.
@@ -1380,17 +1414,6 @@ class CometEmulator(_EmulatorClient):
         self._server: EmulatorServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def data_dir(self) -> Path:
-        if self._server is None:
-            raise RuntimeError("the emulator is not running")
-        return self._server.data_dir
-
-    @property
-    def media_dir(self) -> Path | None:
-        media = self.config()["media_dir"] if self.url else self._config.media_dir
-        return Path(media) if media else None
 
     def start(self) -> CometEmulator:
         if self._thread is not None:
@@ -1474,7 +1497,9 @@ class EmulatorProcess(_EmulatorClient):
         **config: Any,
     ) -> None:
         self._config = EmulatorConfig.from_kwargs(config)  # validate here, not in the child
-        self._config_values = {k: v for k, v in config.items() if k != "api_key"}
+        # Validated values (paths as strings, FaultConfig as a dict) for the child's --config.
+        public = self._config.to_dict()
+        self._config_values = {k: public[k] for k in config if k in public}
         self.host = host
         self.port = port
         self.cpus: set[int] | None = None
@@ -1510,7 +1535,7 @@ class EmulatorProcess(_EmulatorClient):
             self._loop_kind,
         ]
         if self._config_values:
-            cmd += ["--config", json.dumps(self._config_values, default=os.fspath)]
+            cmd += ["--config", json.dumps(self._config_values)]
         if self.cpus:
             cmd += ["--cpu", ",".join(str(c) for c in sorted(self.cpus))]
         return cmd

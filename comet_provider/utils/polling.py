@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RunwayWaiter", "outcome", "wait_sync"]
 
-_MAX_ERROR_BACKOFF = 60.0
+# Between polls that failed: grows from the poll interval up to a minute.
+_ERROR_BACKOFF = RetryPolicy(max_backoff=60.0)
 
 
 class RunwayWaiter:
@@ -50,24 +51,26 @@ class RunwayWaiter:
         self.submitted_at = submitted_at
         self.log = log
         self.started = time.time()
-        self.last: RunwayTask | None = None
+        # Only what the next decision needs: thousands of waits live in one triggerer.
+        self.last_status: str | None = None
+        self.last_progress = 0.0
         self.errors_in_a_row = 0
         self._last_error: CometError | None = None
-        self._backoff = RetryPolicy(max_backoff=_MAX_ERROR_BACKOFF)
 
     def on_task(self, task: RunwayTask) -> bool:
         """Record a poll's answer; True when the task has ended."""
         self.errors_in_a_row = 0
-        last = self.last
-        if last is None or last.status is not task.status or task.progress - last.progress >= 0.01:
-            self.log.info("Runway task %s: %s, %d%% done.", task.task_id, task.status.value, round(task.progress * 100))
-        if task.raw.get("code") != "task_not_exist" or last is not None:
-            self.last = task
+        status = task.status.value
+        if status != self.last_status or task.progress - self.last_progress >= 0.01:
+            self.log.info("Runway task %s: %s, %d%% done.", task.task_id, status, round(task.progress * 100))
+        if task.raw.get("code") != "task_not_exist" or self.last_status is not None:
+            self.last_status = status
+            self.last_progress = task.progress
         return task.is_terminal
 
     def on_error(self, error: CometError) -> None:
         """Record a failed poll; re-raise what waiting longer cannot fix."""
-        seen = self.last is not None
+        seen = self.last_status is not None
         if not (error.retryable or (seen and isinstance(error, RunwayTaskNotFoundError))):
             raise error
         self.errors_in_a_row += 1
@@ -88,7 +91,7 @@ class RunwayWaiter:
     def next_sleep(self) -> float:
         """The pause before the next poll: the interval, longer after errors, never past the deadline."""
         if self.errors_in_a_row:
-            delay = max(self.poll_interval, self._backoff.backoff(self.errors_in_a_row, self._last_error))
+            delay = max(self.poll_interval, _ERROR_BACKOFF.backoff(self.errors_in_a_row, self._last_error))
         else:
             # +-10% so thousands of waits started together spread out.
             delay = self.poll_interval * random.uniform(0.9, 1.1)
@@ -98,8 +101,7 @@ class RunwayWaiter:
         return delay
 
     def timeout_error(self) -> RunwayTaskTimeoutError:
-        last = self.last.status.value if self.last is not None else None
-        return RunwayTaskTimeoutError.after(self.runway_task_id, time.time() - self.started, last)
+        return RunwayTaskTimeoutError.after(self.runway_task_id, time.time() - self.started, self.last_status)
 
 
 def wait_sync(hook: CometHook, waiter: RunwayWaiter) -> RunwayTask:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -9,19 +10,22 @@ from typing import Any
 
 import httpx
 
-from comet_provider.testing import CometEmulator
+from comet_provider.testing import CometEmulator, EmulatorProcess
 from comet_provider.testing.render import ffmpeg_exe
 
 HEADERS = {"Authorization": "Bearer test-key", "X-Runway-Version": "2024-11-06"}
 TERMINAL = {"SUCCESS", "FAILURE"}
+SSL = ssl.create_default_context()  # one for all clients: creating one per client costs ~50 ms
 
 
 class Api:
     """Raw HTTP against the emulator, the way an API client would talk to CometAPI."""
 
-    def __init__(self, emulator: CometEmulator, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, emulator: CometEmulator | EmulatorProcess, headers: dict[str, str] | None = None) -> None:
         self.emulator = emulator
-        self.client = httpx.Client(base_url=emulator.url, headers=headers or HEADERS, timeout=15.0, trust_env=False)
+        self.client = httpx.Client(
+            base_url=emulator.url, headers=headers or HEADERS, timeout=15.0, trust_env=False, verify=SSL
+        )
 
     def close(self) -> None:
         self.client.close()

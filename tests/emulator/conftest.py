@@ -14,7 +14,7 @@ from comet_provider.testing import CometEmulator
 @pytest.fixture
 def emu(comet_emulator: CometEmulator) -> CometEmulator:
     """The plugin's emulator with test-speed timings and cheap placeholder renders."""
-    comet_emulator.configure(not_exist_seconds=0.15, queue_seconds=0.15, render_seconds=0.4, render="synthetic")
+    comet_emulator.configure(not_exist_seconds=0.1, queue_seconds=0.1, render_seconds=0.3, render="synthetic")
     return comet_emulator
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -265,7 +266,7 @@ def test_stats_reset_and_config(emu: CometEmulator, api: Api) -> None:
         emu.configure(no_such_key=1)
     with pytest.raises(ValueError, match="url_placement"):
         emu.configure(url_placement="somewhere", render_seconds=9)
-    assert emu.config()["render_seconds"] == 0.4  # rejected updates change nothing
+    assert emu.config()["render_seconds"] == 0.3  # rejected updates change nothing
     with pytest.raises(ValueError, match="data_dir"):
         emu.configure(data_dir="/elsewhere")
     emu.reset()
@@ -290,3 +291,15 @@ def test_health_and_connection_json(emu: CometEmulator) -> None:
     assert emu.health()
     assert json.loads(emu.connection_json()) == {"conn_type": "comet", "host": emu.url, "password": "test-key"}
     assert json.loads(emu.connection_json(conn_type="http"))["conn_type"] == "http"
+
+
+def test_plugin_fixtures(
+    comet_emulator_factory: Callable[..., CometEmulator], comet_emulator_session: CometEmulator
+) -> None:
+    custom = comet_emulator_factory(api_key=None, url_placement="none", render_seconds=9)
+    config = custom.config()
+    assert config["api_key_set"] is False and config["url_placement"] == "none"
+    assert config["render_seconds"] == 9 and config["not_exist_seconds"] == 0.3
+    assert custom.media_dir is not None and custom.media_dir.is_dir()
+    assert comet_emulator_session.health() and comet_emulator_session.api_key == "test-key"
+    assert comet_emulator_session.url != custom.url

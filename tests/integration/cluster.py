@@ -107,6 +107,21 @@ def find_pg_bindir() -> Path:
     raise ClusterError("PostgreSQL server binaries not found: run scripts/install-system-deps.sh")
 
 
+def marked_processes(cluster_id: str) -> list[psutil.Process]:
+    """Every live process (but this one) whose environment carries ``COMET_IT_CLUSTER=cluster_id``."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(MARKER_ENV) == cluster_id:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 def tail(path: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a text file, for error messages."""
     try:
@@ -311,6 +326,7 @@ class AirflowCluster:
         # /tmp (not the repo) so the postgres user can reach the data directory.
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix=f"airflow-it-{self.id}-", dir="/tmp"))
         os.chmod(self.work_dir, 0o755)
+        (self.work_dir / "owner.pid").write_text(str(os.getpid()))
         self.airflow_home = self.work_dir / "airflow-home"
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
@@ -371,9 +387,7 @@ class AirflowCluster:
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": str(triggerer_heartbeat_sec),
-                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(
-                    self.triggerer_health_check_threshold
-                ),
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(self.triggerer_health_check_threshold),
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_logs_dir),
                 "AIRFLOW__LOGGING__DAG_PROCESSOR_CHILD_PROCESS_LOG_DIRECTORY": str(
                     self.logs_dir / "dag-processor-files"
@@ -411,6 +425,9 @@ class AirflowCluster:
             self.start_triggerer()
             self.wait_healthy(timeout=timeout)
             self.timings["components"] = time.monotonic() - t2
+            for comp in self.components.values():
+                if comp.kind == "triggerer" and comp.job_id is None:
+                    comp.job_id = self.wait_job(comp, set(), timeout=60)
         except BaseException:
             self.close()
             raise
@@ -573,17 +590,43 @@ class AirflowCluster:
 
     def marked_processes(self) -> list[psutil.Process]:
         """Every live process that carries this cluster's environment marker."""
-        found = []
-        me = os.getpid()
-        for proc in psutil.process_iter(["pid"]):
-            if proc.pid == me:
-                continue
-            try:
-                if proc.environ().get(MARKER_ENV) == self.id:
-                    found.append(proc)
-            except (psutil.Error, OSError):
-                continue
+        return marked_processes(self.id)
+
+    def leftovers(self) -> list[str]:
+        """What is still running or listening after ``close()`` (should be nothing)."""
+        found = [f"pid {p.pid} {' '.join(p.cmdline())[:80]}" for p in self.marked_processes() if p.is_running()]
+        for port in (self.api_port, self.postgres.port):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1)
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    found.append(f"port {port} still accepts connections")
         return found
+
+    @staticmethod
+    def reap_stale() -> list[str]:
+        """Clean up after sessions that died without teardown (their owner process is gone).
+
+        Kills every process still carrying such a cluster's marker (PostgreSQL included) and
+        removes its scratch directory. Returns the ids cleaned.
+        """
+        reaped = []
+        for work_dir in Path("/tmp").glob("airflow-it-*"):
+            owner_file = work_dir / "owner.pid"
+            try:
+                owner = int(owner_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if psutil.pid_exists(owner):
+                continue
+            cluster_id = work_dir.name.split("-")[2]
+            procs = marked_processes(cluster_id)
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(procs, timeout=10)
+            shutil.rmtree(work_dir, ignore_errors=True)
+            reaped.append(cluster_id)
+        return reaped
 
     def close(self) -> None:
         """Stop everything, leave no processes behind, remove the scratch directory."""
@@ -595,7 +638,7 @@ class AirflowCluster:
             with contextlib.suppress(Exception):
                 self._pg_conn.close()
             self._pg_conn = None
-        self.stop_all(timeout=10)
+        self.stop_all(timeout=5)
         stray = self.marked_processes()
         for proc in stray:
             with contextlib.suppress(psutil.Error):
@@ -725,9 +768,7 @@ class AirflowCluster:
             if resp.status_code == 404:
                 errors = self.api("GET", "/importErrors")
                 for err in errors.get("import_errors", []):
-                    if Path(err.get("filename", "")).name in {f"{dag_id}.py"} or dag_id in err.get(
-                        "stack_trace", ""
-                    ):
+                    if Path(err.get("filename", "")).name in {f"{dag_id}.py"} or dag_id in err.get("stack_trace", ""):
                         raise ClusterError(f"import error for {dag_id}: {err['stack_trace']}")
                 return None
             resp.raise_for_status()
@@ -891,9 +932,10 @@ def running_cluster(**kwargs: Any) -> Iterator[AirflowCluster]:
 class SlotSampler:
     """Samples executor-slot use and task-instance states in a background thread.
 
-    Every ``interval`` seconds it records which LocalExecutor workers are busy (and with what)
-    and, for the watched DAG runs, how many task instances are in each state. ``slot_seconds``
-    integrates busy workers over time, per workload title.
+    Every ``interval`` seconds it records which LocalExecutor workers are busy (their titles
+    name the task instance id they run) and the state of every task instance of the watched
+    DAG runs. ``slot_seconds[ti_id]`` integrates busy workers over time; ``state_seconds[ti_id]``
+    the time spent in each state.
     """
 
     def __init__(self, cluster: AirflowCluster, *, interval: float = 0.25) -> None:
@@ -903,6 +945,7 @@ class SlotSampler:
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
         self.slot_seconds: dict[str, float] = {}
+        self.state_seconds: dict[str, dict[str, float]] = {}
         self.watch: list[tuple[str, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="slot-sampler", daemon=True)
@@ -922,25 +965,27 @@ class SlotSampler:
             with contextlib.suppress(Exception):
                 self._conn.close()
 
-    def _states(self) -> dict[str, int]:
-        if not self.watch:
+    def _states(self) -> dict[str, tuple[str, str]]:
+        """ti id -> (task_id, state) for the watched runs."""
+        watch = list(self.watch)
+        if not watch:
             return {}
         if self._conn is None or self._conn.closed:
             self._conn = self.cluster.postgres.connect()
-        clauses = " OR ".join(["(dag_id = %s AND run_id = %s)"] * len(self.watch))
-        params = [x for pair in self.watch for x in pair]
+        clauses = " OR ".join(["(dag_id = %s AND run_id = %s)"] * len(watch))
+        params = [x for pair in watch for x in pair]
         with self._conn.cursor() as cur:
             cur.execute(
-                f"SELECT coalesce(state, 'none'), count(*) FROM task_instance WHERE {clauses} GROUP BY 1",
+                f"SELECT id::text, task_id, coalesce(state, 'none') FROM task_instance WHERE {clauses}",
                 params,
             )
-            return {str(s): int(n) for s, n in cur.fetchall()}
+            return {str(i): (str(t), str(s)) for i, t, s in cur.fetchall()}
 
     def _run(self) -> None:
         last = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
-            dt_s = now - last
+            step = now - last
             last = now
             try:
                 busy = self.cluster.busy_workers()
@@ -948,10 +993,13 @@ class SlotSampler:
             except Exception:  # a component being killed on purpose; keep sampling
                 busy, states = [], {}
             for title in busy:
-                self.slot_seconds[title] = self.slot_seconds.get(title, 0.0) + dt_s
-            self.samples.append({"t": now, "busy": len(busy), "workloads": busy, "states": states})
+                self.slot_seconds[title] = self.slot_seconds.get(title, 0.0) + step
+            for ti_id, (_, state) in states.items():
+                per = self.state_seconds.setdefault(ti_id, {})
+                per[state] = per.get(state, 0.0) + step
+            self.samples.append({"t": now, "busy": busy, "states": states})
             self._stop.wait(self.interval)
 
-    def slot_seconds_matching(self, *needles: str) -> float:
-        """Total busy-worker seconds of workloads whose title contains every needle."""
-        return sum(v for k, v in self.slot_seconds.items() if all(n in k for n in needles))
+    def slot_seconds_of(self, ti_id: str) -> float:
+        """Busy-worker seconds of the workloads that ran task instance ``ti_id``."""
+        return sum(v for k, v in self.slot_seconds.items() if ti_id in k)

@@ -5,6 +5,7 @@ Every behaviour is checked through both twins (``sync`` and ``async``).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -477,3 +478,21 @@ async def test_sync_and_async_raise_the_same_error(fake_api: FakeApi, response: 
             (type(error), str(error), getattr(error, "status_code", None), getattr(error, "retry_after", None))
         )
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), ("0.25", 0.25), ("600", 30.0)])
+async def test_the_hook_waits_what_retry_after_says(
+    fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch, mode: str, header: str, expected: float
+) -> None:
+    waits: list[float] = []
+
+    async def fake_async_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(time, "sleep", waits.append)
+    monkeypatch.setattr(asyncio, "sleep", fake_async_sleep)
+    policy = RetryPolicy(max_attempts=3, max_elapsed=1000.0, max_retry_after=30.0)
+    fake_api.script(error_envelope(429, CN_SATURATED, **{"Retry-After": header}), feed_answer())
+    await call(twin_with(mode, fake_api, retry_policy=policy), "feed")
+    assert waits == [expected]
+    assert len(fake_api.requests) == 2

@@ -23,11 +23,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "it_s2_restart": {"comet_conn_id": "comet_s2", "poll_interval": 2, "timeout": 600, "retries": 0},
     # 3. two triggerers, one killed
     "it_s3_ha": {"comet_conn_id": "comet_s3", "poll_interval": 2, "timeout": 600, "retries": 0},
-    # 4. the first try times out waiting, the retry resumes the same render
+    # 4. the first try times out waiting (25 s of a 45 s render), the retry resumes the same render
     "it_s4_retry": {
         "comet_conn_id": "comet_s4",
         "poll_interval": 1,
-        "timeout": 8,
+        "timeout": 25,
         "retries": 1,
         "retry_delay": dt.timedelta(seconds=1),
     },

@@ -13,9 +13,9 @@ from pathlib import Path
 from airflow.sdk import dag
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _optest_env import START, VIDEO_URL  # noqa: E402
+from _optest_env import START, VIDEO_URL
 
-from comet_provider.operators.runway import RunwayVideo2VideoOperator  # noqa: E402
+from comet_provider.operators.runway import RunwayVideo2VideoOperator
 
 #: task_id -> (the field the error must name, the operator's arguments)
 BAD_TASKS: dict[str, tuple[str, dict[str, object]]] = {

@@ -1,0 +1,179 @@
+"""Storing a finished render: ``CometHook.download`` next to ``curl -o`` of the same URL.
+
+The emulator (core 1) serves ``GET /_emulator/blob?size=BYTES``. For each repeat, in turn:
+``curl -o FILE URL`` and a fresh Python process (core 0 for both clients) that runs
+``CometHook().download(url, ObjectStoragePath("file:///...")))``. Throughput is bytes / the
+download's own wall time (curl's ``time_total``; the timed ``download()`` call). Peak RSS growth
+is the child's RSS above its level just before the call: sampled every 2 ms by a thread, and
+the kernel's ``ru_maxrss`` when the download raised it.
+
+Usage: python benchmarks/download.py [--quick] [--size-mib M] [--repeat R]
+The last line printed is JSON: size_mib, throughput_vs_curl, rss_growth_mib, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C
+
+MIB = 1 << 20
+
+CHILD = r"""
+import json, os, resource, sys, threading, time
+import psutil
+from airflow.sdk import ObjectStoragePath
+from comet_provider.hooks.comet import CometHook
+
+url, dest = sys.argv[1], sys.argv[2]
+proc = psutil.Process()
+hook = CometHook()
+target = ObjectStoragePath("file://" + dest)
+rss0 = proc.memory_info().rss
+ru0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = [rss0]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.002)
+t = threading.Thread(target=sample, daemon=True)
+t.start()
+t0 = time.perf_counter()
+result = hook.download(url, target)
+elapsed = time.perf_counter() - t0
+done.set(); t.join()
+ru1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+top = ru1 if ru1 > ru0 else peak[0]
+print(json.dumps({"s": elapsed, "bytes": os.path.getsize(dest), "reported": getattr(result, "size_bytes", None),
+                  "rss0": rss0, "rss_growth": max(top, peak[0]) - rss0, "sampled_growth": peak[0] - rss0}))
+"""
+
+
+def run_curl(url: str, dest: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["curl", "-sS", "--noproxy", "*", "-o", str(dest), "-w", "%{time_total} %{size_download}", url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        preexec_fn=lambda: C.pin(C.CLIENT_CORE),
+    )
+    seconds, size = out.stdout.split()
+    return {"s": float(seconds), "bytes": int(float(size))}
+
+
+def run_ours(url: str, dest: Path, env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, url, str(dest)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        check=False,
+        preexec_fn=lambda: C.pin(C.CLIENT_CORE),
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"CometHook.download failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="64 MiB, one repeat")
+    parser.add_argument("--size-mib", type=int, default=None, help="render size (default 1024; quick 64)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per client (default 3; quick 1)")
+    parser.add_argument(
+        "--dest-dir",
+        default=None,
+        help="where files are stored (default: /dev/shm when it has room, so the disk's writeback "
+        "does not decide the figures; else the temp dir)",
+    )
+    args = parser.parse_args()
+    size_mib = args.size_mib or (64 if args.quick else 1024)
+    repeat = args.repeat or (1 if args.quick else 3)
+    if shutil.which("curl") is None:
+        sys.exit("error: curl is not installed")
+    if not C.provider_available("comet_provider.hooks.comet"):
+        sys.exit("error: comet_provider.hooks.comet is not importable")
+    C.pin(C.SERVER_CORE)
+
+    base = args.dest_dir
+    if base is None and os.path.isdir("/dev/shm"):
+        free = shutil.disk_usage("/dev/shm").free
+        base = "/dev/shm" if free > 3 * size_mib * MIB else None
+    work = Path(tempfile.mkdtemp(prefix="comet-bench-download-", dir=base))
+    try:
+        with C.Server(render_seconds=1.0) as server:
+            env = C.scratch_airflow_env(work / "airflow", C.comet_conn_env(server.url))
+            url = f"{server.url}/_emulator/blob?size={size_mib * MIB}"
+            # The first request makes the blob on the server; read it once so both clients then
+            # get it from the page cache alike.
+            run_curl(url, Path(os.devnull))
+            curl_runs: list[dict[str, Any]] = []
+            ours_runs: list[dict[str, Any]] = []
+            for i in range(repeat):
+                dest = work / f"curl-{i}.bin"
+                curl_runs.append(run_curl(url, dest))
+                dest.unlink()
+                dest = work / "out" / f"render-{i}.mp4"
+                dest.parent.mkdir(exist_ok=True)
+                ours_runs.append(run_ours(url, dest, env))
+                if ours_runs[-1]["bytes"] != size_mib * MIB:
+                    raise RuntimeError(f"stored {ours_runs[-1]['bytes']} bytes, expected {size_mib * MIB}")
+                dest.unlink()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def mib_s(run: dict[str, Any]) -> float:
+        return run["bytes"] / MIB / run["s"]
+
+    curl_tp = C.median([mib_s(r) for r in curl_runs]) or 0.0
+    ours_tp = C.median([mib_s(r) for r in ours_runs]) or 0.0
+    growth = max(r["rss_growth"] for r in ours_runs) / MIB
+    print(
+        f"Download of a {size_mib} MiB render from the emulator ({server.kind}) into {work.parent}, "
+        f"{repeat} run(s) each"
+    )
+    print(f"machine: {json.dumps(C.machine_info())}")
+    C.print_table(
+        ["client", "MiB/s (median)", "runs MiB/s", "peak RSS growth MiB"],
+        [
+            ["curl -o", curl_tp, " ".join(f"{mib_s(r):.0f}" for r in curl_runs), None],
+            ["CometHook.download", ours_tp, " ".join(f"{mib_s(r):.0f}" for r in ours_runs), growth],
+        ],
+    )
+    figures = {
+        "size_mib": size_mib,
+        "throughput_vs_curl": C.ratio(ours_tp, curl_tp),
+        "rss_growth_mib": round(growth, 2),
+        "ours_mib_s": round(ours_tp, 1),
+        "curl_mib_s": round(curl_tp, 1),
+        "repeat": repeat,
+        "quick": bool(args.quick),
+        "loadavg_1m": C.machine_info().get("loadavg_1m"),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if not args.quick:
+        (C.HERE / "results").mkdir(exist_ok=True)
+        (C.HERE / "results" / "download.json").write_text(
+            json.dumps(
+                {"machine": C.machine_info(), "figures": figures, "ours": ours_runs, "curl": curl_runs}, indent=1
+            )
+        )
+    C.emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()
