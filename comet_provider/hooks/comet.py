@@ -53,6 +53,8 @@ DEFAULT_TIMEOUT = 30.0
 SUBMIT_PATH = "/runway/pro/video2video"
 FEED_PATH = "/runway/feed"
 _USER_AGENT = f"airflow-provider-comet/{__version__}"
+# `code` is a number on submit and a string on feed; any of these means success.
+_OK_CODES = frozenset({"success", "ok", "200", "0"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class CometSettings:
         host = (conn.host or "").strip()
         if not host:
             base_url = DEFAULT_BASE_URL
+        elif any(ch.isspace() for ch in host):
+            raise CometConfigError(f"Connection {conn_id!r}: Host contains whitespace: {conn.host!r}.")
         else:
             if "://" not in host:
                 host = f"https://{host}"
@@ -341,7 +345,7 @@ class CometHook(BaseHook):
             self._request(settings, FEED_PATH, {"task_id": "airflow-connection-test"}, idempotent=True)
         except RunwayTaskNotFoundError:
             pass  # the key was accepted; the made-up task does not exist, as expected
-        except CometError as exc:
+        except Exception as exc:  # the UI shows the reason, whatever went wrong (unknown conn id too)
             return False, str(exc)
         return True, f"Connected to {settings.base_url}: the API key was accepted."
 
@@ -357,7 +361,11 @@ class CometHook(BaseHook):
         self.close()
 
     async def __aenter__(self) -> CometHook:
-        """Hold the event loop's shared pool open; the last hook out closes it."""
+        """Hold the event loop's shared pool open; the last hook out closes it.
+
+        Async calls made outside ``async with`` leave the pool open until
+        :func:`close_shared_async_client` is awaited on that loop.
+        """
         if self._async_transport is None:
             _loop_transport().leases += 1
         return self
@@ -567,7 +575,7 @@ def _answer(status: int, headers: httpx.Headers, content: bytes, settings: Comet
         body = None
     if 200 <= status < 300 and isinstance(body, dict):
         code = body.get("code")
-        if code is None or code in (200, 0, "200", "0") or code in ("success", "SUCCESS", "ok"):
+        if code is None or code in (200, 0) or (isinstance(code, str) and code.lower() in _OK_CODES):
             return body
     error_code, message = _error_fields(body)
     where = f"{settings.base_url}{path}"

@@ -60,12 +60,13 @@ class RunwayWaiter:
     def on_task(self, task: RunwayTask) -> bool:
         """Record a poll's answer; True when the task has ended."""
         self.errors_in_a_row = 0
+        if task.raw.get("code") == "task_not_exist" and self.last_status is not None:
+            return False  # a gateway blip about a task already seen: nothing new to report
         status = task.status.value
         if status != self.last_status or task.progress - self.last_progress >= 0.01:
             self.log.info("Runway task %s: %s, %d%% done.", task.task_id, status, round(task.progress * 100))
-        if task.raw.get("code") != "task_not_exist" or self.last_status is not None:
-            self.last_status = status
-            self.last_progress = task.progress
+        self.last_status = status
+        self.last_progress = task.progress
         return task.is_terminal
 
     def on_error(self, error: CometError) -> None:
