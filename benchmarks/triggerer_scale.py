@@ -264,6 +264,20 @@ def _child(cfg: dict[str, Any]) -> None:
     rss_samples: list[int] = []
     measuring = [False]
 
+    # Garbage-collector pauses in the window: how much of the loop lag they explain.
+    gc_pauses: list[tuple[int, float]] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if not measuring[0]:
+            return
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif gc_started[0]:
+            gc_pauses.append((int(info.get("generation", -1)), time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+
     async def lag_probe() -> None:
         while True:
             t0 = time.perf_counter()
@@ -319,6 +333,10 @@ def _child(cfg: dict[str, Any]) -> None:
             "lag": lag,
             "events": events,
             "alive_at_end": alive,
+            "gc_pause_max_s": max((d for _g, d in gc_pauses), default=0.0),
+            "gc_pause_total_s": sum(d for _g, d in gc_pauses),
+            "gc_gen2_runs": sum(1 for g, _d in gc_pauses if g == 2),
+            "gc_objects_end": len(gc.get_objects()),
             "errors": len(errors),
             "error_sample": errors[:3],
         }
@@ -518,12 +536,14 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
         )
         child.recv("mark")
         feeds0 = server.feeds()
+        spy = start_py_spy(args.py_spy, child, window) if args.py_spy else None
         child.recv("mark")
         feeds1 = server.feeds()
         res = child.recv("result")
         child.proc.wait(60)
     finally:
         child.close()
+    profile = finish_py_spy(spy) if spy else None
     stats = server.stats().get("tasks", {})
     server.reset()  # the next run starts from an empty task table
     finished = {tid: _finished_at(stats.get(tid, {}), render_of[tid]) for tid in tasks}
@@ -561,7 +581,116 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
         "detect_p99_s": C.percentile(latencies, 99),
         "errors": res["errors"],
         "error_sample": res["error_sample"],
+        "gc_pause_max_s": res["gc_pause_max_s"],
+        "gc_pause_total_s": res["gc_pause_total_s"],
+        "gc_gen2_runs": res["gc_gen2_runs"],
+        "gc_objects_end": res["gc_objects_end"],
+        "profile": profile,
         "alive_at_end": res["alive_at_end"],
+    }
+
+
+def start_py_spy(folder: str, child: Child, window: float) -> tuple[subprocess.Popen[bytes], Path] | None:
+    """Sample the client process (CPU only, no idle frames) over the window with py-spy."""
+    import shutil
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        print("  (py-spy not found: pip install py-spy)")
+        return None
+    out = Path(folder) / f"{child.client}-{child.n}.collapsed.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(child.proc.pid),
+            "--duration",
+            str(max(1, int(window))),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, out
+
+
+def finish_py_spy(spy: tuple[subprocess.Popen[bytes], Path]) -> dict[str, Any] | None:
+    """Share of CPU samples per package (inclusive: the sample's stack touches it) and per leaf."""
+    proc, out = spy
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if not out.exists():
+        return None
+    return summarize_collapsed(out)
+
+
+PACKAGES = (
+    "comet_provider",
+    "httpx_aiohttp",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "aiohttp",
+    "yarl",
+    "multidict",
+    "greenback",
+    "greenlet",
+    "structlog",
+    "opentelemetry",
+    "airflow",
+    "tenacity",
+    "requests",
+    "json",
+    "logging",
+    "asyncio",
+    "ssl",
+    "selectors",
+    "gc",
+)
+
+
+def _pkg(frame: str) -> str:
+    path = frame.rsplit("(", 1)[-1].replace("\\", "/")
+    for name in PACKAGES:
+        if f"/{name}/" in path or path.startswith(f"{name}/") or f"/{name}.py" in path:
+            return name
+    return "other"
+
+
+def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
+    inclusive: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for pkg in {_pkg(f) for f in frames}:
+            inclusive[pkg] = inclusive.get(pkg, 0) + count
+        leaf = frames[-1]
+        leaves[leaf] = leaves.get(leaf, 0) + count
+    if not total:
+        return {"samples": 0}
+    return {
+        "samples": total,
+        "file": str(path),
+        "inclusive_pct": {k: round(100 * v / total, 1) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])},
+        "top_leaves_pct": {
+            k: round(100 * v / total, 1) for k, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
+        },
     }
 
 
@@ -605,6 +734,7 @@ def main() -> None:
     parser.add_argument("--render-seconds", type=float, default=600.0)
     parser.add_argument("--no-runner", action="store_true", help="iterate run() bare, not in TriggerRunner")
     parser.add_argument("--out", default=None, help="write all figures as JSON here")
+    parser.add_argument("--py-spy", default=None, metavar="DIR", help="py-spy each client over its window into DIR")
     parser.add_argument("--plot", default=None, help="PNG path (default: benchmarks/triggerer_scale.png, full mode)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -650,6 +780,16 @@ def main() -> None:
                     f"{C.fmt(r['rss_kib_per_trigger'], 1)} KiB/trigger  errors {r['errors']}",
                     flush=True,
                 )
+                if r["profile"] and r["profile"].get("samples"):
+                    prof = r["profile"]
+                    print(
+                        f"    py-spy ({prof['samples']} samples): "
+                        + ", ".join(f"{k} {v}%" for k, v in list(prof["inclusive_pct"].items())[:10])
+                    )
+                    print(
+                        "    hottest leaves: "
+                        + "; ".join(f"{k} {v}%" for k, v in list(prof["top_leaves_pct"].items())[:6])
+                    )
         finally:
             for child in children:
                 child.close()
@@ -672,6 +812,7 @@ def main() -> None:
             "detected",
             "missed",
             "errors",
+            "gc max ms",
         ],
         [
             [
@@ -689,6 +830,7 @@ def main() -> None:
                 r["detected"],
                 r["missed"],
                 r["errors"],
+                r["gc_pause_max_s"] * 1000,
             ]
             for r in results
         ],

@@ -39,7 +39,7 @@ from comet_provider.exceptions import (
     redact,
 )
 from comet_provider.models import RunwayStatus, RunwayTask
-from comet_provider.utils.retry import RetryPolicy
+from comet_provider.utils.retry import RetryCallback, RetryPolicy
 from comet_provider.utils.validation import build_video2video_payload, check_http_url, check_task_id
 
 if TYPE_CHECKING:
@@ -325,18 +325,13 @@ class CometHook(BaseHook):
         """
         source = check_http_url("url", url)
         started = time.monotonic()
-        attempt = 0
+        retrying = self.retry_policy.start(on_retry=self._retry_logger("render download"))
         while True:
-            attempt += 1
             try:
                 stored, size = self._download_once(source, destination)
                 return DownloadResult(stored, size, time.monotonic() - started)
             except CometError as exc:
-                delay = self.retry_policy.next_delay(exc, attempt=attempt, elapsed=time.monotonic() - started)
-                if delay is None:
-                    raise
-                self.log.warning("Download of the render failed (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
+                time.sleep(retrying.after(exc))
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated call (a feed lookup of a made-up task id)."""
@@ -434,10 +429,8 @@ class CometHook(BaseHook):
     def _request(self, settings: CometSettings, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
         client = self._sync_client(settings)
         content = json.dumps(body).encode()
-        started = time.monotonic()
-        attempt = 0
+        retrying = self.retry_policy.start(idempotent=idempotent, on_retry=self._retry_logger(path))
         while True:
-            attempt += 1
             try:
                 try:
                     response = client.post(settings.base_url + path, content=content, headers=settings.headers)
@@ -445,13 +438,7 @@ class CometHook(BaseHook):
                     raise _transport_error(exc, settings, path) from None
                 return _answer(response.status_code, response.headers, response.content, settings, path)
             except CometError as exc:
-                delay = self.retry_policy.next_delay(
-                    exc, attempt=attempt, elapsed=time.monotonic() - started, idempotent=idempotent
-                )
-                if delay is None:
-                    raise
-                self._log_retry(path, exc, delay, attempt)
-                time.sleep(delay)
+                time.sleep(retrying.after(exc))
 
     def _download_once(self, url: str, destination: str | os.PathLike[str] | ObjectStoragePath) -> tuple[str, int]:
         target, local = _resolve_destination(destination)
@@ -500,10 +487,8 @@ class CometHook(BaseHook):
         transport = self._async_transport or _loop_transport().transport
         content = json.dumps(body).encode()
         url = settings.urls[path]
-        started = time.monotonic()
-        attempt = 0
+        retrying = self.retry_policy.start(idempotent=idempotent, on_retry=self._retry_logger(path))
         while True:
-            attempt += 1
             try:
                 request = httpx.Request(
                     "POST", url, content=content, headers=settings.headers, extensions=settings.timeout_extension
@@ -515,23 +500,20 @@ class CometHook(BaseHook):
                     raise _transport_error(exc, settings, path) from None
                 return _answer(response.status_code, response.headers, response.content, settings, path)
             except CometError as exc:
-                delay = self.retry_policy.next_delay(
-                    exc, attempt=attempt, elapsed=time.monotonic() - started, idempotent=idempotent
-                )
-                if delay is None:
-                    raise
-                self._log_retry(path, exc, delay, attempt)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(retrying.after(exc))
 
-    def _log_retry(self, path: str, exc: CometError, delay: float, attempt: int) -> None:
-        self.log.warning(
-            "CometAPI %s: %s. Retrying in %.1fs (attempt %d of %d).",
-            path,
-            exc,
-            delay,
-            attempt + 1,
-            self.retry_policy.max_attempts,
-        )
+    def _retry_logger(self, what: str) -> RetryCallback:
+        def log_retry(error: CometError, delay: float, next_attempt: int) -> None:
+            self.log.warning(
+                "CometAPI %s: %s. Retrying in %.1fs (attempt %d of %d).",
+                what,
+                error,
+                delay,
+                next_attempt,
+                self.retry_policy.max_attempts,
+            )
+
+        return log_retry
 
 
 # -- response mapping (pure functions, shared by both twins) --------------------------------------

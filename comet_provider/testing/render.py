@@ -297,15 +297,32 @@ async def make_placeholder(out_dir: str | os.PathLike[str], *, timeout: float = 
 
 
 def make_sample_video(
-    path: str | os.PathLike[str], seconds: float = 4, size: str = "320x240", *, rate: int = 25
+    path: str | os.PathLike[str],
+    seconds: float = 4,
+    size: str = "320x240",
+    *,
+    rate: int | None = None,
+    tone: bool = False,
 ) -> Path:
-    """Write a test clip with motion (ffmpeg ``testsrc2``) to ``path``; reuse it if present.
+    """Write a test clip with motion (ffmpeg ``testsrc2``) to ``path``; with ``tone``, a 440 Hz AAC soundtrack.
 
-    The file appears atomically, so concurrent callers never see a partial clip.
+    ``rate`` is the frame rate (25 when ``None``). A clip this function already made at ``path``
+    with the same parameters (any rate when ``rate`` is ``None``) is reused; anything else there
+    is replaced. The file appears atomically, so concurrent callers never see a partial clip.
     """
     target = Path(path)
-    if target.is_file() and target.stat().st_size > 0:
-        return target
+    # Stamped into the clip's metadata, so that a clip made with other parameters is never reused.
+    stamp = f"comet-sample seconds={seconds:g} size={size} tone={int(tone)} rate="
+    wanted = stamp if rate is None else f"{stamp}{rate};"
+    with contextlib.suppress(OSError):
+        if wanted.encode() in target.read_bytes():
+            return target
+    rate = 25 if rate is None else rate
+    inputs = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds:g}"]
+    encode = _encode_args()
+    if tone:
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds:g}"]
+        encode = [arg for arg in encode if arg != "-an"] + ["-c:a", "aac", "-shortest"]
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".mp4", dir=target.parent)
     os.close(fd)
@@ -318,11 +335,10 @@ def make_sample_video(
                 "error",
                 "-nostdin",
                 "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"testsrc2=size={size}:rate={rate}:duration={seconds:g}",
-                *_encode_args(),
+                *inputs,
+                *encode,
+                "-metadata",
+                f"comment={stamp}{rate};",
                 "-f",
                 "mp4",
                 tmp,

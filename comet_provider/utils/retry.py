@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from comet_provider.exceptions import CometConnectionError, CometError, CometRateLimitError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "Retrying"]
+
+#: Called before each retry with the error, the pause, and the next attempt's number.
+RetryCallback = Callable[[CometError, float, int], None]
 
 
 @dataclass(frozen=True)
@@ -61,4 +66,35 @@ class RetryPolicy:
         delay = self.backoff(attempt, error)
         if elapsed + delay > self.max_elapsed:
             return None
+        return delay
+
+    def start(
+        self, *, idempotent: bool = True, on_retry: Callable[[CometError, float, int], None] | None = None
+    ) -> Retrying:
+        """Track one call's attempts: ``delay = retrying.after(error)`` raises once it is time to give up."""
+        return Retrying(self, idempotent, on_retry)
+
+
+class Retrying:
+    """The attempts of one call under a :class:`RetryPolicy`; the sync and async loops both use it."""
+
+    __slots__ = ("_idempotent", "_on_retry", "_policy", "_started", "attempt")
+
+    def __init__(self, policy: RetryPolicy, idempotent: bool, on_retry: RetryCallback | None) -> None:
+        self._policy = policy
+        self._idempotent = idempotent
+        self._on_retry = on_retry
+        self._started = time.monotonic()
+        self.attempt = 0
+
+    def after(self, error: CometError) -> float:
+        """Seconds to wait before trying again after ``error``; raises ``error`` to give up."""
+        self.attempt += 1
+        delay = self._policy.next_delay(
+            error, attempt=self.attempt, elapsed=time.monotonic() - self._started, idempotent=self._idempotent
+        )
+        if delay is None:
+            raise error
+        if self._on_retry is not None:
+            self._on_retry(error, delay, self.attempt + 1)
         return delay

@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     timeout: float,
     interval: float = 0.5,
@@ -491,8 +491,9 @@ class AirflowCluster:
             fresh = [j for j in self.alive_jobs(comp.kind) if j not in known]
             return fresh[-1] if fresh else None
 
-        comp.job_id = wait_for(new_job, timeout=timeout, what=f"{comp.name}'s job", on_timeout=self.describe)
-        return comp.job_id
+        job_id = wait_for(new_job, timeout=timeout, what=f"{comp.name}'s job", on_timeout=self.describe)
+        comp.job_id = job_id
+        return job_id
 
     def _tree(self, comp: Component) -> list[psutil.Process]:
         try:
@@ -702,8 +703,12 @@ class AirflowCluster:
         return [r[0] for r in rows]
 
     def wait_triggerers(self, count: int, *, timeout: float = 90) -> list[int]:
+        def enough() -> list[int] | None:
+            ids = self.alive_jobs("triggerer")
+            return ids if len(ids) >= count else None
+
         return wait_for(
-            lambda: (ids := self.alive_jobs("triggerer")) and len(ids) >= count and ids,
+            enough,
             timeout=timeout,
             what=f"{count} live triggerer(s)",
             on_timeout=self.describe,
