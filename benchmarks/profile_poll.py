@@ -270,6 +270,65 @@ async def _cprofile(task_id: str, args: argparse.Namespace) -> list[list[Any]]:
     return rows
 
 
+async def _memory(url: str, server: C.Server, args: argparse.Namespace) -> None:
+    """Bytes per waiting trigger, by allocation site (tracemalloc), ours vs the bare aiohttp floor.
+
+    N triggers each poll once and then sleep (poll_interval 1 h), iterated bare (no runner);
+    the difference between snapshots before and after, divided by N, grouped by source line.
+    """
+    import gc
+    import tracemalloc
+
+    import aiohttp
+
+    from comet_provider.hooks.comet import close_shared_async_client
+    from comet_provider.triggers.runway import RunwayTaskTrigger
+
+    n = args.memory
+    ids = [_submit_one(url) for _ in range(min(n, 50))]
+    headers = {"Authorization": f"Bearer {C.API_KEY}", "X-Runway-Version": C.RUNWAY_VERSION}
+    session = aiohttp.ClientSession()
+
+    async def floor(task_id: str) -> None:
+        while True:
+            async with session.post(f"{url}/runway/feed", json={"task_id": task_id}, headers=headers) as r:
+                await r.json()
+            await asyncio.sleep(3600)
+
+    async def ours(task_id: str) -> None:
+        async for _ in RunwayTaskTrigger(runway_task_id=task_id, poll_interval=3600).run():
+            return
+
+    for name, make in (("aiohttp floor", floor), ("RunwayTaskTrigger", ours)):
+        # warm: one of each, so imports, the connection lookup and the pool exist before
+        warm = asyncio.ensure_future(make(ids[0]))
+        await asyncio.sleep(0.5)
+        gc.collect()
+        feeds0 = server.feeds()
+        tracemalloc.start(8)
+        before = tracemalloc.take_snapshot()
+        tasks = [asyncio.ensure_future(make(ids[i % len(ids)])) for i in range(n)]
+        deadline = time.monotonic() + 120
+        while server.feeds() - feeds0 < n and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a counter
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        stats = after.compare_to(before, "lineno")
+        total = sum(st.size_diff for st in stats)
+        print(f"\n{name}: {total / n / 1024:.1f} KiB per waiting trigger (tracemalloc, N={n}); top sites:")
+        for st in stats[: args.top]:
+            frame = st.traceback[0]
+            where = f"{frame.filename.split('site-packages/')[-1].split('/work/main/')[-1]}:{frame.lineno}"
+            print(f"  {st.size_diff / n:8.0f} B/trigger  {st.count_diff / n:5.1f} objs  {where}")
+        for t in [*tasks, warm]:
+            t.cancel()
+        await asyncio.gather(*tasks, warm, return_exceptions=True)
+    await session.close()
+    await close_shared_async_client()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--polls", type=int, default=2000)
@@ -278,6 +337,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per layer (median)")
     parser.add_argument("--greenback", action="store_true", help="also run each layer in a greenback portal")
     parser.add_argument("--no-cprofile", action="store_true")
+    parser.add_argument("--memory", type=int, default=0, metavar="N", help="only: bytes per waiting trigger")
     args = parser.parse_args()
     import logging
 
@@ -288,6 +348,9 @@ def main() -> None:
         os.environ.update(C.comet_conn_env(server.url))
         task_id = _submit_one(server.url)
         C.pin(C.CLIENT_CORE)
+        if args.memory:
+            asyncio.run(_memory(server.url, server, args))
+            return
         print(
             f"server: {server.kind}; {args.rounds} rounds x {args.polls} polls per layer, "
             f"{args.concurrency} concurrent; load {C.machine_info().get('loadavg_1m')}"

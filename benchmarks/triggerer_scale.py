@@ -76,16 +76,11 @@ def _child(cfg: dict[str, Any]) -> None:
     import logging
 
     import psutil
-    import structlog
 
-    # The triggerer's own per-trigger log lines ("trigger starting", ...) are once per trigger, not
-    # per poll; drop them. Library warnings (HttpAsyncHook logs one per 404 poll) go to a file, as
-    # they would go to the trigger's log in a real triggerer.
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, force=True)
+    # Logging as Airflow sets it up on import (structlog, INFO), as in a triggerer: per-poll log
+    # lines (ours: progress; HttpSensorTrigger: a warning per 404) cost what they cost there. The
+    # output goes to this process's log file.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
     from airflow.jobs.triggerer_job_runner import TriggerRunner
     from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -667,30 +662,61 @@ def _pkg(frame: str) -> str:
     return "other"
 
 
+IDLE_LEAVES = ("select (selectors.py", "_worker (concurrent/futures/thread.py", "wait (threading.py")
+MARKERS = {
+    "structlog (log calls)": "structlog/",
+    "stdlib logging": "/logging/__init__.py",
+    "httpx models": "httpx/_models.py",
+    "httpx client": "httpx/_client.py",
+    "CometHook._arequest": "_arequest (",
+    "hook _answer": "_answer (",
+    "RunwayTask.from_feed": "from_feed (",
+    "RunwayWaiter": "utils/polling.py",
+    "aiohttp request": "_request (aiohttp/client.py",
+    "HttpAsyncHook": "providers/http/hooks/http.py",
+    "tenacity": "tenacity/",
+    "aiohttp ClientSession()": "__init__ (aiohttp/client.py",
+    "greenback": "greenback/",
+    "json": "/json/",
+}
+
+
 def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
-    inclusive: dict[str, int] = {}
+    """py-spy raw (collapsed) stacks -> CPU shares: idle excluded, by leaf package and by marker."""
+    self_pkg: dict[str, int] = {}
     leaves: dict[str, int] = {}
-    total = 0
+    marked: dict[str, int] = {}
+    total = idle = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = stack.split(";")
-        for pkg in {_pkg(f) for f in frames}:
-            inclusive[pkg] = inclusive.get(pkg, 0) + count
         leaf = frames[-1]
+        if any(m in leaf for m in IDLE_LEAVES):
+            idle += count
+            continue
+        total += count
+        self_pkg[_pkg(leaf)] = self_pkg.get(_pkg(leaf), 0) + count
         leaves[leaf] = leaves.get(leaf, 0) + count
+        for name, needle in MARKERS.items():
+            if any(needle in f for f in frames):
+                marked[name] = marked.get(name, 0) + count
     if not total:
-        return {"samples": 0}
+        return {"samples": 0, "idle_samples": idle}
+
+    def pct(d: dict[str, int], n: int | None = None) -> dict[str, float]:
+        items = sorted(d.items(), key=lambda kv: -kv[1])[:n]
+        return {k: round(100 * v / total, 1) for k, v in items}
+
     return {
         "samples": total,
+        "idle_samples": idle,
         "file": str(path),
-        "inclusive_pct": {k: round(100 * v / total, 1) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])},
-        "top_leaves_pct": {
-            k: round(100 * v / total, 1) for k, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
-        },
+        "self_by_package_pct": pct(self_pkg),
+        "inclusive_pct": pct(marked),
+        "top_leaves_pct": pct(leaves, top),
     }
 
 
@@ -734,6 +760,9 @@ def main() -> None:
     parser.add_argument("--render-seconds", type=float, default=600.0)
     parser.add_argument("--no-runner", action="store_true", help="iterate run() bare, not in TriggerRunner")
     parser.add_argument("--out", default=None, help="write all figures as JSON here")
+    parser.add_argument(
+        "--save", action="store_true", help="save results/ and the plot (default only for a default full run)"
+    )
     parser.add_argument("--py-spy", default=None, metavar="DIR", help="py-spy each client over its window into DIR")
     parser.add_argument("--plot", default=None, help="PNG path (default: benchmarks/triggerer_scale.png, full mode)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -783,9 +812,10 @@ def main() -> None:
                 if r["profile"] and r["profile"].get("samples"):
                     prof = r["profile"]
                     print(
-                        f"    py-spy ({prof['samples']} samples): "
-                        + ", ".join(f"{k} {v}%" for k, v in list(prof["inclusive_pct"].items())[:10])
+                        f"    py-spy ({prof['samples']} busy samples), self by package: "
+                        + ", ".join(f"{k} {v}%" for k, v in list(prof["self_by_package_pct"].items())[:10])
                     )
+                    print("    inclusive: " + ", ".join(f"{k} {v}%" for k, v in prof["inclusive_pct"].items()))
                     print(
                         "    hottest leaves: "
                         + "; ".join(f"{k} {v}%" for k, v in list(prof["top_leaves_pct"].items())[:6])
@@ -881,14 +911,17 @@ def main() -> None:
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"figures": figures, "runs": results}, indent=1))
-    if not args.quick:
+    default_run = not (args.quick or args.n or args.clients or args.window or args.no_runner)
+    if args.save or (default_run and not args.plot):
         plot_path = Path(args.plot) if args.plot else C.HERE / "triggerer_scale.png"
         plot(results, plot_path)
         (C.HERE / "results").mkdir(exist_ok=True)
         (C.HERE / "results" / "triggerer_scale.json").write_text(
             json.dumps({"machine": C.machine_info(), "figures": figures, "runs": results}, indent=1)
         )
-        print(f"plot: {plot_path}")
+        print(f"plot: {plot_path}; figures: benchmarks/results/triggerer_scale.json")
+    elif args.plot:
+        plot(results, Path(args.plot))
     C.emit_json(figures)
 
 

@@ -11,7 +11,7 @@ On a machine with nothing but this repo installed (``pip install -e .[dev]``), i
 5. prints where the stitched videos, posters, contact sheet and QC report are, and the wall time.
 
 No network beyond loopback, no API key. The functions here are also what the end-to-end
-test (``tests/dags/test_pipeline_e2e.py``) uses, so the demo and the test cannot drift.
+test (``tests/dags/test_dags_pipeline_e2e.py``) uses, so the demo and the test cannot drift.
 """
 
 from __future__ import annotations
@@ -156,9 +156,9 @@ def demo_sandbox(
         yield sandbox
 
 
-def sample_video(sandbox: Sandbox, seconds: float = 10.0, name: str = "city-walk") -> Path:
-    """The demo's source video in ``incoming/<DEMO_DAY>/``: 320x240, 24 fps, motion and a tone."""
-    return make_sample_video(sandbox.incoming() / f"{name}.mp4", seconds=seconds, size="320x240", rate=24, tone=True)
+def sample_video(path: Path, seconds: float = 10.0) -> Path:
+    """The demo's source video: a 320x240, 24 fps test pattern with motion and a 440 Hz tone."""
+    return make_sample_video(path, seconds=seconds, size="320x240", rate=24, tone=True)
 
 
 def local_path(uri: str) -> Path:
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"Scratch Airflow in {args.root / 'airflow'} (SQLite), emulator on loopback")
     with demo_sandbox(args.root, emulator_config={"render_seconds": args.render_seconds}) as sandbox:
         assert sandbox.emulator is not None
-        source = sample_video(sandbox, seconds=args.seconds)
+        source = sample_video(sandbox.incoming() / "city-walk.mp4", seconds=args.seconds)
         say(f"Sample video {source} ({args.seconds:g} s); emulator at {sandbox.emulator.url}")
         say(f"airflow dags test {PIPELINE_DAG} {DEMO_LOGICAL_DATE}  (processes incoming/{DEMO_DAY}/) ...")
         run = sandbox.dags_test(PIPELINE_DAG, DEMO_LOGICAL_DATE)

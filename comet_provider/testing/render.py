@@ -326,23 +326,10 @@ def make_sample_video(
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".mp4", dir=target.parent)
     os.close(fd)
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *inputs, *encode]
     try:
         subprocess.run(
-            [
-                ffmpeg_exe(),
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-y",
-                *inputs,
-                *encode,
-                "-metadata",
-                f"comment={stamp}{rate};",
-                "-f",
-                "mp4",
-                tmp,
-            ],
+            [*command, "-metadata", f"comment={stamp}{rate};", "-f", "mp4", tmp],
             check=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -38,5 +38,5 @@ def demo() -> ModuleType:
 @pytest.fixture(scope="session")
 def sample_video(tmp_path_factory: pytest.TempPathFactory, demo: ModuleType) -> Path:
     """A 10 s, 320x240, 24 fps test pattern with motion and a tone."""
-    path: Path = demo.make_sample_video(tmp_path_factory.mktemp("media") / "sample.mp4", seconds=10.0)
+    path: Path = demo.sample_video(tmp_path_factory.mktemp("media") / "sample.mp4", seconds=10.0)
     return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -27,13 +26,13 @@ STYLES = ["pixel-art", "pencil-sketch", "neon"]
 def e2e(demo: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     root = tmp_path_factory.mktemp("runway-e2e") / "sandbox"
     with demo.demo_sandbox(root) as sandbox:
-        source = demo.make_sample_video(sandbox.incoming() / "city-walk.mp4", seconds=10.0)
-        run = demo.run_dags_test(sandbox.env, demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, log_dir=sandbox.logs)
-        assert run.ok, f"{demo.PIPELINE_DAG} failed:\n{run.log_tail()}"
+        source = demo.sample_video(sandbox.incoming() / "city-walk.mp4", seconds=10.0)
+        run = sandbox.dags_test(demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE)
+        assert run.ok, f"{demo.PIPELINE_DAG} failed:\n{run.tail()}"
         published = sandbox.published()
         first = SimpleNamespace(
             manifest=json.loads((published / "manifest.json").read_text()),
-            states=demo.task_states(sandbox.home, demo.PIPELINE_DAG),
+            states=sandbox.airflow.task_states(demo.PIPELINE_DAG),
             inbox=sandbox.emulator.inbox(demo.NOTIFY_INBOX),
             stats=sandbox.emulator.stats(),
             snapshot=root.parent / "first-run",
@@ -42,14 +41,12 @@ def e2e(demo: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield SimpleNamespace(demo=demo, sandbox=sandbox, source=source, run=run, first=first)
 
 
-def _rendered_names(demo: ModuleType, home: Path, task_id: str) -> list[str]:
-    import sqlite3
-
-    with sqlite3.connect(home / "airflow.db") as db:
-        rows = db.execute(
-            "SELECT rendered_map_index, pool FROM task_instance WHERE dag_id = ? AND task_id = ? ORDER BY map_index",
-            (demo.PIPELINE_DAG, task_id),
-        ).fetchall()
+def _rendered_names(e2e: SimpleNamespace, task_id: str) -> list[str]:
+    rows = e2e.sandbox.airflow.query(
+        "SELECT rendered_map_index, pool FROM task_instance WHERE dag_id = ? AND task_id = ? ORDER BY map_index",
+        e2e.demo.PIPELINE_DAG,
+        task_id,
+    )
     return [f"{name}@{pool}" for name, pool in rows]
 
 
@@ -57,11 +54,9 @@ def test_every_task_succeeded_with_readable_mapped_names(e2e: SimpleNamespace) -
     states = e2e.first.states
     assert all(s == "success" for per_task in states.values() for s in per_task), states
     assert len(states["restyle"]) == 9 and len(states["stitch_style"]) == 3
-    names = _rendered_names(e2e.demo, e2e.sandbox.home, "restyle")
+    names = _rendered_names(e2e, "restyle")
     assert names == [f"city-walk · {style} · clip_00{i}@runway" for style in STYLES for i in range(3)]
-    assert _rendered_names(e2e.demo, e2e.sandbox.home, "stitch_style") == [
-        f"city-walk · {style}@default_pool" for style in STYLES
-    ]
+    assert _rendered_names(e2e, "stitch_style") == [f"city-walk · {style}@default_pool" for style in STYLES]
 
 
 def test_clips_were_staged_for_the_api_and_renders_stored(e2e: SimpleNamespace) -> None:
@@ -108,7 +103,7 @@ def test_contact_sheet_is_a_valid_png_with_one_row_per_version(e2e: SimpleNamesp
 
 
 def test_asset_event_was_emitted_with_the_manifest(e2e: SimpleNamespace) -> None:
-    events = e2e.demo.asset_events(e2e.sandbox.home)
+    events = e2e.sandbox.asset_events()
     first = events[0]
     assert first["source_dag_id"] == e2e.demo.PIPELINE_DAG and first["source_task_id"] == "publish"
     assert first["extra"]["date"] == e2e.demo.DEMO_DAY
@@ -128,8 +123,8 @@ def test_notification_reached_the_receiver(e2e: SimpleNamespace) -> None:
 
 
 def test_qc_dag_runs_on_the_asset_and_passes(e2e: SimpleNamespace) -> None:
-    qc = e2e.demo.run_dags_test(e2e.sandbox.env, e2e.demo.QC_DAG, log_dir=e2e.sandbox.logs)
-    assert qc.ok, qc.log_tail()
+    qc = e2e.sandbox.dags_test(e2e.demo.QC_DAG)
+    assert qc.ok, qc.tail()
     report = json.loads((e2e.sandbox.published() / "qc-report.json").read_text())
     assert report["passed"] and len(report["renders"]) == 3
     assert all(c["passed"] for r in report["renders"] for c in r["checks"].values())
@@ -137,27 +132,23 @@ def test_qc_dag_runs_on_the_asset_and_passes(e2e: SimpleNamespace) -> None:
 
 
 def test_a_day_without_videos_is_skipped(e2e: SimpleNamespace) -> None:
-    demo = e2e.demo
-    before = len(demo.asset_events(e2e.sandbox.home))
-    run = demo.run_dags_test(
-        e2e.sandbox.env, demo.PIPELINE_DAG, "2025-06-09", log_dir=e2e.sandbox.logs, log_name="empty-day"
-    )
-    assert run.ok, run.log_tail()
-    states = demo.task_states(e2e.sandbox.home, demo.PIPELINE_DAG)
+    demo, sandbox = e2e.demo, e2e.sandbox
+    before = len(sandbox.asset_events())
+    run = sandbox.dags_test(demo.PIPELINE_DAG, "2025-06-09", log_name="empty-day")
+    assert run.ok, run.tail()
+    states = sandbox.airflow.task_states(demo.PIPELINE_DAG)
     assert states["settings"] == ["success"] and states["find_source_videos"] == ["skipped"]
     assert states["publish"] == ["skipped"] and states["notify"] == ["skipped"]
-    assert len(demo.asset_events(e2e.sandbox.home)) == before
-    assert not (e2e.sandbox.storage / "published" / "2025-06-08").exists()
+    assert len(sandbox.asset_events()) == before
+    assert not (sandbox.storage / "published" / "2025-06-08").exists()
 
 
 def test_rerunning_a_day_replaces_its_files(e2e: SimpleNamespace) -> None:
     """Same day again with one style and longer clips: the day's clips, renders and manifest are replaced."""
     demo, sandbox = e2e.demo, e2e.sandbox
     conf = {"styles": {"neon": "neon cyberpunk glow"}, "clip_seconds": 6}
-    run = demo.run_dags_test(
-        sandbox.env, demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, conf=conf, log_dir=sandbox.logs, log_name="rerun"
-    )
-    assert run.ok, run.log_tail()
+    run = sandbox.dags_test(demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, conf=conf, log_name="rerun")
+    assert run.ok, run.tail()
     staged = sandbox.media_dir / demo.DEMO_DAY / "city-walk"
     assert sorted(p.name for p in staged.iterdir()) == ["clip_000.mp4", "clip_001.mp4"]
     renders = sandbox.storage / "renders" / demo.DEMO_DAY / "city-walk"
@@ -169,7 +160,7 @@ def test_rerunning_a_day_replaces_its_files(e2e: SimpleNamespace) -> None:
     assert list(manifest["videos"][0]["styles"]) == ["neon"] and manifest["videos"][0]["clips"] == 2
     assert len(list(sandbox.storage.glob("published/*/manifest.json"))) == 1
     assert mu.probe_video(sandbox.published() / "city-walk" / "neon.mp4").duration == pytest.approx(10.0, abs=0.3)
-    events = demo.asset_events(sandbox.home)
+    events = sandbox.asset_events()
     assert [e["extra"]["date"] for e in events] == [demo.DEMO_DAY, demo.DEMO_DAY]
 
 
@@ -177,18 +168,15 @@ def test_minimal_dag_restyles_one_video(e2e: SimpleNamespace) -> None:
     demo, sandbox = e2e.demo, e2e.sandbox
     shutil.copy(e2e.source, sandbox.media_dir / "minimal-source.mp4")
     conf = {"video_url": sandbox.emulator.media_url("minimal-source.mp4"), "prompt": "black and white film noir"}
-    run = demo.run_dags_test(sandbox.env, demo.MINIMAL_DAG, conf=conf, log_dir=sandbox.logs)
-    assert run.ok, run.log_tail()
+    run = sandbox.dags_test(demo.MINIMAL_DAG, conf=conf)
+    assert run.ok, run.tail()
     (output,) = (sandbox.storage / "minimal" / demo.MINIMAL_DAG).rglob("*.mp4")
     assert mu.probe_video(output).duration == pytest.approx(10.0, abs=0.3)
     assert mu.frame_difference(e2e.source, output, 5.0) > 8.0
 
 
 def test_the_runway_pool_counts_deferred_renders(e2e: SimpleNamespace) -> None:
-    import sqlite3
-
-    with sqlite3.connect(e2e.sandbox.home / "airflow.db") as db:
-        slots, include_deferred = db.execute(
-            "SELECT slots, include_deferred FROM slot_pool WHERE pool = ?", (e2e.demo.POOL,)
-        ).fetchone()
+    ((slots, include_deferred),) = e2e.sandbox.airflow.query(
+        "SELECT slots, include_deferred FROM slot_pool WHERE pool = ?", e2e.demo.POOL
+    )
     assert slots == 3 and include_deferred

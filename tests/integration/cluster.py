@@ -41,6 +41,9 @@ import psutil
 import psycopg2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The venv's own entry point, next to the interpreter running the tests.
+_VENV_AIRFLOW = Path(sys.executable).parent / "airflow"
+AIRFLOW_BIN = str(_VENV_AIRFLOW) if _VENV_AIRFLOW.exists() else (shutil.which("airflow") or "airflow")
 MARKER_ENV = "COMET_IT_CLUSTER"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -50,6 +53,10 @@ T = TypeVar("T")
 
 class ClusterError(RuntimeError):
     """The cluster could not be started or did not reach an expected state in time."""
+
+
+class ApiError(RuntimeError):
+    """The REST API answered with an HTTP error (retried by ``wait_for``: it may be transient)."""
 
 
 def free_port() -> int:
@@ -67,7 +74,11 @@ def wait_for(
     what: str = "condition",
     on_timeout: Callable[[], str] | None = None,
 ) -> T:
-    """Call ``predicate`` until it returns something truthy; raise ``ClusterError`` after ``timeout``."""
+    """Call ``predicate`` until it returns something truthy; raise ``ClusterError`` after ``timeout``.
+
+    Other exceptions from ``predicate`` count as "not yet" (a component may still be starting);
+    a ``ClusterError`` from it ends the wait at once.
+    """
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while True:
@@ -75,6 +86,8 @@ def wait_for(
             result = predicate()
             if result:
                 return result
+        except ClusterError:
+            raise  # a component died or reported something no wait can fix
         except Exception as exc:  # a component still starting may refuse connections
             last_exc = exc
         if time.monotonic() >= deadline:
@@ -279,6 +292,8 @@ class Component:
     log_path: Path
     started_at: float = field(default_factory=time.monotonic)
     job_id: int | None = None
+    #: job ids that existed before this component started (to tell its own job row apart)
+    known_jobs: set[int] = field(default_factory=set)
 
     @property
     def pid(self) -> int:
@@ -337,7 +352,6 @@ class AirflowCluster:
         self._client: httpx.Client | None = None
         self._pg_conn: Any = None
         self._extra_env = dict(extra_env or {})
-        self._triggerer_count = 0
         self.env = self._build_env(triggerer_heartbeat_sec)
 
     # -- environment -------------------------------------------------------------------------
@@ -437,7 +451,7 @@ class AirflowCluster:
         log_path = self.logs_dir / "db-migrate.log"
         with log_path.open("wb") as out:
             proc = subprocess.run(
-                ["airflow", "db", "migrate"],
+                [AIRFLOW_BIN, "db", "migrate"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -457,7 +471,7 @@ class AirflowCluster:
             out.write(f"\n===== {dt.datetime.now().isoformat()} starting {name} =====\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                ["airflow", *COMPONENT_ARGS[kind]],
+                [AIRFLOW_BIN, *COMPONENT_ARGS[kind]],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -472,10 +486,11 @@ class AirflowCluster:
     def start_triggerer(self, name: str | None = None, *, wait: bool = False, timeout: float = 90) -> Component:
         """Start a triggerer; with ``wait``, block until its job heartbeats and record its job id."""
         if name is None:
-            self._triggerer_count += 1
-            name = "triggerer" if self._triggerer_count == 1 else f"triggerer-{self._triggerer_count}"
+            names = ["triggerer", *(f"triggerer-{i}" for i in range(2, 100))]
+            name = next(n for n in names if n not in self.components)
         before = set(self._all_job_ids("triggerer"))
         comp = self.start_component("triggerer", name)
+        comp.known_jobs = before
         if wait:
             self.wait_job(comp, before, timeout=timeout)
         return comp
@@ -483,8 +498,11 @@ class AirflowCluster:
     def _all_job_ids(self, kind: str) -> list[int]:
         return [r[0] for r in self.sql("SELECT id FROM job WHERE job_type = %s", (JOB_TYPES[kind],))]
 
-    def wait_job(self, comp: Component, known: set[int], *, timeout: float = 90) -> int:
+    def wait_job(self, comp: Component, known: set[int] | None = None, *, timeout: float = 90) -> int:
         """Wait for the new, heartbeating job row of a component started after ``known`` was read."""
+        if comp.job_id is not None:
+            return comp.job_id
+        known = comp.known_jobs if known is None else known
 
         def new_job() -> int | None:
             self._check_alive([comp.name])
@@ -758,7 +776,7 @@ class AirflowCluster:
         """Call the REST API (``path`` below /api/v2); raise on HTTP errors; return the JSON body."""
         resp = self.client.request(method, path, **kwargs)
         if resp.status_code >= 400:
-            raise ClusterError(f"{method} {path} -> {resp.status_code}: {resp.text[:2000]}")
+            raise ApiError(f"{method} {path} -> {resp.status_code}: {resp.text[:2000]}")
         if not resp.content:
             return None
         if "json" in resp.headers.get("content-type", ""):
@@ -771,10 +789,11 @@ class AirflowCluster:
         def parsed() -> dict[str, Any] | None:
             resp = self.client.get(f"/dags/{dag_id}")
             if resp.status_code == 404:
-                errors = self.api("GET", "/importErrors")
-                for err in errors.get("import_errors", []):
-                    if Path(err.get("filename", "")).name in {f"{dag_id}.py"} or dag_id in err.get("stack_trace", ""):
-                        raise ClusterError(f"import error for {dag_id}: {err['stack_trace']}")
+                # The DAG folder is the suite's own: any import error in it is fatal.
+                errors = self.import_errors()
+                if errors:
+                    detail = "\n".join(f"{e.get('filename')}: {e.get('stack_trace')}" for e in errors)
+                    raise ClusterError(f"DAG {dag_id} not parsed; import errors:\n{detail}")
                 return None
             resp.raise_for_status()
             return dict(resp.json())
@@ -918,7 +937,7 @@ class AirflowCluster:
         if resp.status_code == 404:
             self.api("POST", "/variables", json={"key": key, "value": value})
         elif resp.status_code >= 400:
-            raise ClusterError(f"PATCH variable {key}: {resp.status_code} {resp.text}")
+            raise ApiError(f"PATCH variable {key}: {resp.status_code} {resp.text}")
 
     def pool(self, name: str = "default_pool") -> dict[str, Any]:
         return dict(self.api("GET", f"/pools/{name}"))

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # comet_provider, even when not installed
 
 from cluster import AirflowCluster
 from scenarios import Runs
