@@ -4,7 +4,7 @@ The emulator (core 1) serves ``GET /_emulator/blob?size=BYTES``. For each repeat
 ``curl -o FILE URL`` and a fresh Python process (core 0 for both clients) that runs
 ``CometHook().download(url, ObjectStoragePath("file:///...")))``. Throughput is bytes / the
 download's own wall time (curl's ``time_total``; the timed ``download()`` call). Peak RSS growth
-is the child's RSS above its level just before the call: sampled every 2 ms by a thread, and
+is the child's RSS above its level just before the call: sampled every 10 ms by a thread, and
 the kernel's ``ru_maxrss`` when the download raised it.
 
 Usage: python benchmarks/download.py [--quick] [--size-mib M] [--repeat R]
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -47,21 +48,23 @@ done = threading.Event()
 def sample():
     while not done.is_set():
         peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.002)
+        time.sleep(0.01)
 t = threading.Thread(target=sample, daemon=True)
 t.start()
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 result = hook.download(url, target)
-elapsed = time.perf_counter() - t0
+elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
 done.set(); t.join()
 ru1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 top = ru1 if ru1 > ru0 else peak[0]
-print(json.dumps({"s": elapsed, "bytes": os.path.getsize(dest), "reported": getattr(result, "size_bytes", None),
-                  "rss0": rss0, "rss_growth": max(top, peak[0]) - rss0, "sampled_growth": peak[0] - rss0}))
+print(json.dumps({"s": elapsed, "cpu_s": cpu, "bytes": os.path.getsize(dest),
+                  "reported": getattr(result, "size_bytes", None), "rss0": rss0,
+                  "rss_growth": max(top, peak[0]) - rss0, "sampled_growth": peak[0] - rss0}))
 """
 
 
 def run_curl(url: str, dest: Path) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["curl", "-sS", "--noproxy", "*", "-o", str(dest), "-w", "%{time_total} %{size_download}", url],
         capture_output=True,
@@ -70,8 +73,10 @@ def run_curl(url: str, dest: Path) -> dict[str, Any]:
         check=True,
         preexec_fn=lambda: C.pin(C.CLIENT_CORE),
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     seconds, size = out.stdout.split()
-    return {"s": float(seconds), "bytes": int(float(size))}
+    return {"s": float(seconds), "cpu_s": cpu, "bytes": int(float(size))}
 
 
 def run_ours(url: str, dest: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -147,11 +152,21 @@ def main() -> None:
         f"{repeat} run(s) each"
     )
     print(f"machine: {json.dumps(C.machine_info())}")
+
+    def cpu_per_gib(runs: list[dict[str, Any]]) -> float | None:
+        return C.median([r["cpu_s"] * (1 << 30) / r["bytes"] for r in runs if r["bytes"]])
+
     C.print_table(
-        ["client", "MiB/s (median)", "runs MiB/s", "peak RSS growth MiB"],
+        ["client", "MiB/s (median)", "runs MiB/s", "CPU s per GiB", "peak RSS growth MiB"],
         [
-            ["curl -o", curl_tp, " ".join(f"{mib_s(r):.0f}" for r in curl_runs), None],
-            ["CometHook.download", ours_tp, " ".join(f"{mib_s(r):.0f}" for r in ours_runs), growth],
+            ["curl -o", curl_tp, " ".join(f"{mib_s(r):.0f}" for r in curl_runs), cpu_per_gib(curl_runs), None],
+            [
+                "CometHook.download",
+                ours_tp,
+                " ".join(f"{mib_s(r):.0f}" for r in ours_runs),
+                cpu_per_gib(ours_runs),
+                growth,
+            ],
         ],
     )
     figures = {
@@ -160,6 +175,8 @@ def main() -> None:
         "rss_growth_mib": round(growth, 2),
         "ours_mib_s": round(ours_tp, 1),
         "curl_mib_s": round(curl_tp, 1),
+        "ours_cpu_s_per_gib": cpu_per_gib(ours_runs),
+        "curl_cpu_s_per_gib": cpu_per_gib(curl_runs),
         "repeat": repeat,
         "quick": bool(args.quick),
         "loadavg_1m": C.machine_info().get("loadavg_1m"),
