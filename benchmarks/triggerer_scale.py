@@ -35,6 +35,7 @@ import gc
 import json
 import os
 import random
+import select
 import subprocess
 import sys
 import tempfile
@@ -286,7 +287,7 @@ def _child(cfg: dict[str, Any]) -> None:
                 rss_samples.append(proc.memory_info().rss)
             await asyncio.sleep(0.5)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> None:
         probes = [loop.create_task(lag_probe()), loop.create_task(rss_probe())]
         running: list[asyncio.Task[None]] = []
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -308,36 +309,41 @@ def _child(cfg: dict[str, Any]) -> None:
         send("mark", phase="end", t=wall1)
         rss_end = proc.memory_info().rss
         alive = sum(not t.done() for t in running)
+        # Report first, then tear down: a client whose pool has collapsed can take minutes to
+        # cancel thousands of requests, and that is not part of the measurement.
+        send(
+            "result",
+            cpu_s=cpu1 - cpu0,
+            window_s=wall1 - wall0,
+            t_window_start=wall0,
+            t_window_end=wall1,
+            rss0=rss0,
+            rss_peak=max([*rss_samples, rss_end]),
+            rss_end=rss_end,
+            lag=lag,
+            events=events,
+            alive_at_end=alive,
+            gc_pause_max_s=max((d for _g, d in gc_pauses), default=0.0),
+            gc_pause_total_s=sum(d for _g, d in gc_pauses),
+            gc_gen2_runs=sum(1 for g, _d in gc_pauses if g == 2),
+            gc_objects_end=len(gc.get_objects()),
+            errors=len(errors),
+            error_sample=errors[:3],
+        )
         for t in [*running, *probes]:
             t.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*running, *probes, return_exceptions=True), 30)
+        # asyncio.wait does not wait for cancellation to finish past its timeout (wait_for does).
+        await asyncio.wait([*running, *probes], timeout=10)
         for key in ("aiohttp", "httpx", "httpx_aiohttp"):
             obj = shared.get(key)
             if obj is not None:
                 with contextlib.suppress(Exception):
-                    await (obj.close() if key == "aiohttp" else obj.aclose())
-        return {
-            "cpu_s": cpu1 - cpu0,
-            "window_s": wall1 - wall0,
-            "t_window_start": wall0,
-            "t_window_end": wall1,
-            "rss0": rss0,
-            "rss_peak": max([*rss_samples, rss_end]),
-            "rss_end": rss_end,
-            "lag": lag,
-            "events": events,
-            "alive_at_end": alive,
-            "gc_pause_max_s": max((d for _g, d in gc_pauses), default=0.0),
-            "gc_pause_total_s": sum(d for _g, d in gc_pauses),
-            "gc_gen2_runs": sum(1 for g, _d in gc_pauses if g == 2),
-            "gc_objects_end": len(gc.get_objects()),
-            "errors": len(errors),
-            "error_sample": errors[:3],
-        }
+                    await asyncio.wait_for(obj.close() if key == "aiohttp" else obj.aclose(), 5)
 
-    result = loop.run_until_complete(main())
-    send("result", **result)
+    loop.run_until_complete(main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # leftover tasks of a collapsed client would only slow the exit down
 
 
 # =============================================================================================
@@ -464,18 +470,24 @@ class Child:
                 text=True,
             )
         os.close(w_fd)
-        self.reader = os.fdopen(r_fd, "r")
+        self.fd = r_fd
+        self.buf = b""
         self.deadline = time.time() + 600
 
     def recv(self, kind: str) -> dict[str, Any]:
-        line = self.reader.readline()
-        if not line:
-            self.proc.wait(5)
-            tail = self.log_path.read_text()[-3000:]
-            raise RuntimeError(f"{self.client} N={self.n}: child exited ({self.proc.returncode}) early:\n{tail}")
-        if time.time() > self.deadline:
-            self.proc.kill()
-            raise RuntimeError(f"{self.client} N={self.n}: over time")
+        """The child's next message (one JSON line), or an error at EOF or past the deadline."""
+        while b"\n" not in self.buf:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, self.deadline - time.time()))
+            if not ready:
+                self.proc.kill()
+                raise RuntimeError(f"{self.client} N={self.n}: no {kind!r} message before the deadline")
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                self.proc.wait(5)
+                tail = self.log_path.read_text()[-3000:]
+                raise RuntimeError(f"{self.client} N={self.n}: child exited ({self.proc.returncode}) early:\n{tail}")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
         msg = json.loads(line)
         if msg.get("kind") != kind:
             raise RuntimeError(f"{self.client} N={self.n}: expected {kind!r}, got {msg!r}")
@@ -487,7 +499,10 @@ class Child:
         self.proc.stdin.flush()
 
     def close(self) -> None:
-        self.reader.close()
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
