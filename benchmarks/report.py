@@ -99,6 +99,12 @@ def scale_section(data: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    failed = data.get("failed") or []
+    if failed:
+        lines += [
+            "",
+            "Runs that did not finish: " + "; ".join(f"{f['client']} N={f['n']}: {f['failed'][:160]}" for f in failed),
+        ]
     lag = fig.get("loop_lag_p99_s")
     cpu_sensor, cpu_floor = fig.get("cpu_per_poll_vs_http_sensor"), fig.get("cpu_per_poll_vs_aiohttp_floor")
     rss = fig.get("rss_per_trigger_vs_http_sensor")
@@ -148,10 +154,15 @@ def download_section(data: dict[str, Any]) -> list[str]:
         f"Machine: {_machine(data)}.",
         "",
         *_table(
-            ["client", "MiB/s", "peak RSS growth"],
+            ["client", "MiB/s", "CPU s per GiB", "peak RSS growth"],
             [
-                ["`curl -o`", _f(fig.get("curl_mib_s"), 0), "–"],
-                ["`CometHook.download`", _f(fig.get("ours_mib_s"), 0), f"{_f(rss, 1)} MiB"],
+                ["`curl -o`", _f(fig.get("curl_mib_s"), 0), _f(fig.get("curl_cpu_s_per_gib")), "–"],
+                [
+                    "`CometHook.download`",
+                    _f(fig.get("ours_mib_s"), 0),
+                    _f(fig.get("ours_cpu_s_per_gib")),
+                    f"{_f(rss, 1)} MiB",
+                ],
             ],
         ),
         "",

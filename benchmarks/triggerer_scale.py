@@ -803,6 +803,9 @@ def main() -> None:
     with C.Server(render_seconds=args.render_seconds) as server, Shim(server.url) as shim:
         print(f"server: {server.kind} at {server.url}; client core {C.CLIENT_CORE}, server core {C.SERVER_CORE}")
         print(f"machine: {json.dumps(C.machine_info())}")
+        failed: list[dict[str, Any]] = []
+        partial = scratch / "partial.json"
+        print(f"runs so far are kept in {partial}")
         plan = [(n, client) for n in ns for client in clients]
         children: list[Child] = []
         try:
@@ -816,8 +819,17 @@ def main() -> None:
                 warm = Submitter(server.url).submit(1)[0]
                 time.sleep(WARMUP_RENDER_S + 0.3)
                 server.configure(render_seconds=args.render_seconds)
-                r = run_one(server, children[i], args, warm)
+                try:
+                    r = run_one(server, children[i], args, warm)
+                except RuntimeError as exc:  # one broken run must not lose the others
+                    print(f"  N={n:>5} {client:<14} FAILED: {exc}", flush=True)
+                    failed.append({"client": client, "n": n, "failed": str(exc)[:500]})
+                    with contextlib.suppress(Exception):
+                        server.reset()
+                    continue
                 results.append(r)
+                if partial is not None:
+                    partial.write_text(json.dumps({"runs": results, "failed": failed}, indent=1))
                 print(
                     f"  N={n:>5} {client:<14} {r['polls_per_s']:>6} polls/s  "
                     f"{C.fmt(r['cpu_ms_per_poll'])} ms/poll  lag p99 {C.fmt(r['lag_p99_s'])} s  "
@@ -920,6 +932,7 @@ def main() -> None:
         "detect_latency_p99_s": None if ours is None else ours["detect_p99_s"],
         "cpu_ms_per_poll": {r["client"]: r["cpu_ms_per_poll"] for r in results if r["n"] == top},
         "per_n": per_n,
+        "failed_runs": [f"{f['client']} N={f['n']}" for f in failed],
         "quick": bool(args.quick),
         "server": server.kind,
         "loadavg_1m": C.machine_info().get("loadavg_1m"),
@@ -932,7 +945,7 @@ def main() -> None:
         plot(results, plot_path)
         (C.HERE / "results").mkdir(exist_ok=True)
         (C.HERE / "results" / "triggerer_scale.json").write_text(
-            json.dumps({"machine": C.machine_info(), "figures": figures, "runs": results}, indent=1)
+            json.dumps({"machine": C.machine_info(), "figures": figures, "runs": results, "failed": failed}, indent=1)
         )
         print(f"plot: {plot_path}; figures: benchmarks/results/triggerer_scale.json")
     elif args.plot:
