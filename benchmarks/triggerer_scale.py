@@ -458,7 +458,7 @@ class Child:
         env = C.scratch_airflow_env(scratch / "airflow", C.comet_conn_env(server.url))
         # The HttpSensorTrigger's connection points at the shim, so the sensor waits for the render.
         env.update({k: v.replace(server.url, shim_url) for k, v in C.comet_conn_env(server.url).items() if "HTTP" in k})
-        self.log_path = scratch / f"{client}-{n}.log"
+        self.log_path = scratch / f"{client}-{n}-{time.monotonic_ns()}.log"
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, __file__, "--child", json.dumps(cfg)],
@@ -735,30 +735,70 @@ def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
     }
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
+SUMMED = ("detected", "missed", "errors", "polls")
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (client, N): the median of repeated runs (counts summed)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["client"], r["n"]), []).append(r)
+    out = []
+    for rows in groups.values():
+        if len(rows) == 1:
+            out.append({**rows[0], "repeats": 1})
+            continue
+        merged: dict[str, Any] = {"repeats": len(rows)}
+        for key, value in rows[0].items():
+            values = [r[key] for r in rows]
+            if key in ("n", "poll_interval_s"):
+                merged[key] = value
+            elif key in SUMMED:
+                merged[key] = sum(values)
+            elif isinstance(value, float | int) and not isinstance(value, bool) and None not in values:
+                merged[key] = C.median(values)
+            else:
+                merged[key] = value
+        merged["cpu_ms_per_poll_runs"] = [r["cpu_ms_per_poll"] for r in rows]
+        out.append(merged)
+    return out
+
+
+def plot(results: list[dict[str, Any]], path: Path, failed: list[dict[str, Any]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    ns = sorted({r["n"] for r in results} | {f["n"] for f in failed or []})
     for client in ALL_CLIENTS:
         rows = sorted((r for r in results if r["client"] == client), key=lambda r: r["n"])
         if not rows:
             continue
-        ns = [r["n"] for r in rows]
-        ax1.plot(ns, [r["cpu_ms_per_poll"] for r in rows], marker="o", label=LABELS[client])
-        ax2.plot(ns, [(r["lag_p99_s"] or 0) * 1000 for r in rows], marker="o", label=LABELS[client])
+        xs = [r["n"] for r in rows]
+        missing = [f"{f['n']:,}" for f in failed or [] if f["client"] == client]
+        label = LABELS[client] + (f" (N={', '.join(missing)}: did not finish)" if missing else "")
+        (line,) = ax1.plot(xs, [r["cpu_ms_per_poll"] for r in rows], marker="o", label=label)
+        ax2.plot(xs, [(r["lag_p99_s"] or 0) * 1000 for r in rows], marker="o", color=line.get_color())
+    ax2.axhline(20, color="grey", linestyle="--", linewidth=0.8)
+    ax2.annotate("target for ours: 20 ms", (ns[0], 20), fontsize=7, color="grey", va="bottom")
     ax1.set_title("client CPU per poll")
     ax1.set_ylabel("ms CPU / poll")
+    ax1.set_ylim(bottom=0, top=ax1.get_ylim()[1] * 1.35)
     ax2.set_title("event-loop lag p99 (50 ms probe)")
     ax2.set_ylabel("ms")
     ax2.set_yscale("log")
     for ax in (ax1, ax2):
-        ax.set_xlabel("concurrent triggers (N), ~200 polls/s total")
+        ax.set_xlabel("concurrent triggers N (~200 polls/s in total)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(ns))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticklabels([f"{n:,}" for n in ns])
         ax.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=7.5, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -770,6 +810,7 @@ def main() -> None:
     parser.add_argument("--n", action="append", default=None, help="N (repeat or comma list)")
     parser.add_argument("--clients", default=None, help=f"comma list from {','.join(ALL_CLIENTS)}")
     parser.add_argument("--rate", type=float, default=200.0, help="total polls/s (poll_interval = N/rate)")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats; figures are medians")
     parser.add_argument("--window", type=float, default=None, help="measured seconds per run")
     parser.add_argument("--finish-fraction", type=float, default=0.2)
     parser.add_argument("--render-seconds", type=float, default=600.0)
@@ -806,7 +847,7 @@ def main() -> None:
         failed: list[dict[str, Any]] = []
         partial = scratch / "partial.json"
         print(f"runs so far are kept in {partial}")
-        plan = [(n, client) for n in ns for client in clients]
+        plan = [(n, client) for _rep in range(args.repeat) for n in ns for client in clients]
         children: list[Child] = []
         try:
             for i, (n, client) in enumerate(plan):
@@ -851,8 +892,11 @@ def main() -> None:
             for child in children:
                 child.close()
 
+    raw_runs = results
+    results = aggregate(raw_runs)
     print()
-    print(f"Triggerer scale, {args.rate:.0f} polls/s total, server: {server.kind}")
+    repeats = f", median of {args.repeat} interleaved repeats" if args.repeat > 1 else ""
+    print(f"Triggerer scale, {args.rate:.0f} polls/s total, server: {server.kind}{repeats}")
     C.print_table(
         [
             "N",
@@ -915,6 +959,18 @@ def main() -> None:
 
     top = max(ns)
     ours, sensor, floor, bare = (get(c, top) for c in ("ours", "http_sensor", "aiohttp", "httpx"))
+    bare_n = top
+    if bare is None:
+        # Bare httpx can collapse at large N (see README); compare at the largest N it finished.
+        done = [n for n in ns if get("httpx", n) is not None and get("ours", n) is not None]
+        if done:
+            bare_n = max(done)
+            bare = get("httpx", bare_n)
+            ours_at_bare = get("ours", bare_n)
+        else:
+            ours_at_bare = None
+    else:
+        ours_at_bare = ours
 
     def cpu(r: dict[str, Any] | None) -> float | None:
         return None if r is None else r["cpu_ms_per_poll"]
@@ -923,7 +979,8 @@ def main() -> None:
         "n": top,
         "cpu_per_poll_vs_http_sensor": C.ratio(cpu(ours), cpu(sensor)),
         "cpu_per_poll_vs_aiohttp_floor": C.ratio(cpu(ours), cpu(floor)),
-        "cpu_per_poll_vs_bare_httpx": C.ratio(cpu(ours), cpu(bare)),
+        "cpu_per_poll_vs_bare_httpx": C.ratio(cpu(ours_at_bare), cpu(bare)),
+        "bare_httpx_n": bare_n if bare is not None else None,
         "loop_lag_p99_s": None if ours is None else ours["lag_p99_s"],
         "rss_per_trigger_vs_http_sensor": C.ratio(
             None if ours is None else ours["rss_kib_per_trigger"],
@@ -933,23 +990,33 @@ def main() -> None:
         "cpu_ms_per_poll": {r["client"]: r["cpu_ms_per_poll"] for r in results if r["n"] == top},
         "per_n": per_n,
         "failed_runs": [f"{f['client']} N={f['n']}" for f in failed],
+        "repeat": args.repeat,
         "quick": bool(args.quick),
         "server": server.kind,
         "loadavg_1m": C.machine_info().get("loadavg_1m"),
     }
     if args.out:
-        Path(args.out).write_text(json.dumps({"figures": figures, "runs": results}, indent=1))
+        Path(args.out).write_text(json.dumps({"figures": figures, "runs": results, "raw_runs": raw_runs}, indent=1))
     default_run = not (args.quick or args.n or args.clients or args.window or args.no_runner)
     if args.save or (default_run and not args.plot):
         plot_path = Path(args.plot) if args.plot else C.HERE / "triggerer_scale.png"
-        plot(results, plot_path)
+        plot(results, plot_path, failed)
         (C.HERE / "results").mkdir(exist_ok=True)
         (C.HERE / "results" / "triggerer_scale.json").write_text(
-            json.dumps({"machine": C.machine_info(), "figures": figures, "runs": results, "failed": failed}, indent=1)
+            json.dumps(
+                {
+                    "machine": C.machine_info(),
+                    "figures": figures,
+                    "runs": results,
+                    "raw_runs": raw_runs,
+                    "failed": failed,
+                },
+                indent=1,
+            )
         )
         print(f"plot: {plot_path}; figures: benchmarks/results/triggerer_scale.json")
     elif args.plot:
-        plot(results, Path(args.plot))
+        plot(results, Path(args.plot), failed)
     C.emit_json(figures)
 
 

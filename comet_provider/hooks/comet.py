@@ -442,9 +442,13 @@ class CometHook(BaseHook):
 
     def _download_once(self, url: str, destination: str | os.PathLike[str] | ObjectStoragePath) -> tuple[str, int]:
         target, local = _resolve_destination(destination)
-        client = httpx.Client(
-            timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True, transport=self._transport
-        )
+        if self._transport is None:
+            from comet_provider.hooks._download_transport import DownloadTransport
+
+            transport: httpx.BaseTransport = DownloadTransport()
+        else:
+            transport = self._transport
+        client = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True, transport=transport)
         tmp_name = f".{target.name}.{uuid.uuid4().hex[:12]}.part"
         tmp: Any = target.parent / tmp_name
         try:
@@ -472,7 +476,8 @@ class CometHook(BaseHook):
             return str(target), size
         except httpx.TransportError as exc:
             raise CometConnectionError(
-                f"Downloading the render failed: {type(exc).__name__}: {exc}", request_sent=True
+                f"Downloading the render failed: {type(exc).__name__}: {exc}",
+                request_sent=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)),
             ) from None
         finally:
             _remove_quietly(tmp, local)
