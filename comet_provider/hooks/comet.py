@@ -155,13 +155,20 @@ class DownloadResult:
 
 
 class _LoopTransport:
-    """The async transport of one event loop and how many hooks hold it open."""
+    """The async transport of one event loop, how many hooks hold it open, and the
+    connection settings they share (one lookup and one copy for thousands of triggers)."""
 
-    __slots__ = ("leases", "transport")
+    __slots__ = ("leases", "settings", "transport")
 
     def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
         self.transport = transport
         self.leases = 0
+        self.settings: dict[str, tuple[float, CometSettings]] = {}
+
+
+#: How long triggers on one event loop reuse a connection's settings: a changed key or
+#: host reaches new waits within this time.
+_SHARED_SETTINGS_TTL = 60.0
 
 
 # One async transport (one connection pool) per event loop, shared by every hook on it:
@@ -222,6 +229,11 @@ class CometHook(BaseHook):
         self._settings: CometSettings | None = None
         self._client: httpx.Client | None = None
 
+    def longest_call(self) -> float:
+        """Seconds one call can take at most, retries included (once settings are known)."""
+        timeout = self._settings.timeout if self._settings is not None else DEFAULT_TIMEOUT
+        return self.retry_policy.max_elapsed + timeout
+
     # -- settings ---------------------------------------------------------------------------------
 
     def get_settings(self) -> CometSettings:
@@ -234,6 +246,11 @@ class CometHook(BaseHook):
     async def aget_settings(self) -> CometSettings:
         """Async twin of :meth:`get_settings`: never blocks the event loop."""
         if self._settings is None:
+            shared = None if self._async_transport else _LOOP_TRANSPORTS.get(asyncio.get_running_loop())
+            cached = shared.settings.get(self.comet_conn_id) if shared else None
+            if cached is not None and cached[0] > time.monotonic():
+                self._settings = cached[1]
+                return cached[1]
             from airflow.providers.common.compat.connection import (
                 get_async_connection,
                 get_async_extra_dejson,
@@ -242,6 +259,8 @@ class CometHook(BaseHook):
             conn = await get_async_connection(self.comet_conn_id, hook=self)
             extra = await get_async_extra_dejson(conn)
             self._settings = CometSettings.from_connection(conn, extra)
+            if shared is not None:
+                shared.settings[self.comet_conn_id] = (time.monotonic() + _SHARED_SETTINGS_TTL, self._settings)
         return self._settings
 
     # -- public API -------------------------------------------------------------------------------

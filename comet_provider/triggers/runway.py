@@ -77,7 +77,10 @@ class RunwayTaskTrigger(BaseTrigger):
             try:
                 remaining = waiter.remaining()
                 poll = hook.aget_task(self.runway_task_id, submitted_at=self.submitted_at)
-                task = await (poll if remaining is None else asyncio.wait_for(poll, max(remaining, 0.001)))
+                if remaining is None or remaining > hook.longest_call():
+                    task = await poll
+                else:  # near the deadline the hook's own retries must not carry us past it
+                    task = await asyncio.wait_for(poll, max(remaining, 0.001))
             except asyncio.TimeoutError:
                 pass  # the hook was still retrying at the deadline
             except CometError as exc:
