@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     repeat = args.repeat or (1 if args.quick else 9)
 
-    env = C.scratch_airflow_env(Path(tempfile.mkdtemp(prefix="comet-bench-import-")))
+    home = Path(tempfile.mkdtemp(prefix="comet-bench-import-"))
+    env = C.scratch_airflow_env(home)
     if not args.quick:
         # Warm the bytecode caches once, so every measured run reads .pyc files alike.
         for modules in TARGETS.values():
@@ -129,6 +131,7 @@ def main() -> None:
         (C.HERE / "results" / "import_cost.json").write_text(
             json.dumps({"machine": C.machine_info(), "figures": figures, "summary": summary}, indent=1)
         )
+    shutil.rmtree(home, ignore_errors=True)
     C.emit_json(figures)
 
 

@@ -43,10 +43,9 @@ def _verdict(ok: bool | None) -> str:
 
 def _machine(data: dict[str, Any]) -> str:
     m = data.get("machine", {})
-    return (
-        f"{m.get('cpus')} × {m.get('cpu_model', '?')}, Python {m.get('python')}, "
-        f"1-min load average {m.get('loadavg_1m')} when written"
-    )
+    start = data.get("figures", {}).get("loadavg_1m_start")
+    load = f"{start} at the start, {m.get('loadavg_1m')} at the end" if start is not None else m.get("loadavg_1m")
+    return f"{m.get('cpus')} × {m.get('cpu_model', '?')}, Python {m.get('python')}, 1-min load average {load}"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -117,12 +116,12 @@ def scale_section(data: dict[str, Any]) -> list[str]:
             [
                 [
                     "CPU per poll ≤ 0.6 × HttpSensorTrigger",
-                    _f(cpu_sensor),
+                    _f(cpu_sensor, 3),
                     _verdict(None if cpu_sensor is None else cpu_sensor <= 0.6),
                 ],
                 [
                     "CPU per poll ≤ 1.5 × aiohttp floor",
-                    _f(cpu_floor),
+                    _f(cpu_floor, 3),
                     _verdict(None if cpu_floor is None else cpu_floor <= 1.5),
                 ],
                 [
@@ -132,10 +131,14 @@ def scale_section(data: dict[str, Any]) -> list[str]:
                 ],
                 [
                     "memory per trigger ≤ 0.5 × HttpSensorTrigger",
-                    _f(rss),
+                    _f(rss, 3),
                     _verdict(None if rss is None else rss <= 0.5),
                 ],
-                ["CPU per poll vs bare httpx (info)", _f(fig.get("cpu_per_poll_vs_bare_httpx")), "–"],
+                [
+                    f"CPU per poll vs bare httpx (info; at N = {fig.get('bare_httpx_n')})",
+                    _f(fig.get("cpu_per_poll_vs_bare_httpx"), 3),
+                    "–",
+                ],
                 ["detection latency p99 (info)", _f(fig.get("detect_latency_p99_s")) + " s", "–"],
             ],
         ),
@@ -263,6 +266,9 @@ def worker_section(data: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     lines: list[str] = []
     for name, section in (
         ("triggerer_scale", scale_section),

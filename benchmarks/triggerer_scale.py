@@ -36,6 +36,7 @@ import json
 import os
 import random
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -602,7 +603,6 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
 
 def start_py_spy(folder: str, child: Child, window: float) -> tuple[subprocess.Popen[bytes], Path] | None:
     """Sample the client process (CPU only, no idle frames) over the window with py-spy."""
-    import shutil
 
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
@@ -819,6 +819,7 @@ def main() -> None:
     parser.add_argument(
         "--save", action="store_true", help="save results/ and the plot (default only for a default full run)"
     )
+    parser.add_argument("--keep", action="store_true", help="keep the client processes' logs")
     parser.add_argument("--py-spy", default=None, metavar="DIR", help="py-spy each client over its window into DIR")
     parser.add_argument("--plot", default=None, help="PNG path (default: benchmarks/triggerer_scale.png, full mode)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -828,6 +829,7 @@ def main() -> None:
         return
 
     C.pin(C.SERVER_CORE)  # the parent only submits renders and reads counters: keep it off core 0
+    load_at_start = C.machine_info().get("loadavg_1m")
     if args.n:
         ns = sorted({int(x) for v in args.n for x in str(v).split(",") if x})
     else:
@@ -993,6 +995,7 @@ def main() -> None:
         "repeat": args.repeat,
         "quick": bool(args.quick),
         "server": server.kind,
+        "loadavg_1m_start": load_at_start,
         "loadavg_1m": C.machine_info().get("loadavg_1m"),
     }
     if args.out:
@@ -1017,6 +1020,10 @@ def main() -> None:
         print(f"plot: {plot_path}; figures: benchmarks/results/triggerer_scale.json")
     elif args.plot:
         plot(results, Path(args.plot), failed)
+    if not args.keep and not args.py_spy and not failed:
+        shutil.rmtree(scratch, ignore_errors=True)
+    else:
+        print(f"client logs kept in {scratch}")
     C.emit_json(figures)
 
 

@@ -93,6 +93,7 @@ class RunwayTaskTrigger(BaseTrigger):
             else:
                 if waiter.on_task(task):
                     return self._finished(task)
+                del task  # its parsed payload would otherwise live on through the sleep
             if waiter.expired():
                 return self._event("timeout", str(waiter.timeout_error()))
             await asyncio.sleep(waiter.next_sleep())

@@ -63,7 +63,9 @@ class RunwayWaiter:
         if task.raw.get("code") == "task_not_exist" and self.last_status is not None:
             return False  # a gateway blip about a task already seen: nothing new to report
         status = task.status.value
-        if status != self.last_status or task.progress - self.last_progress >= 0.01:
+        # Every status change and every 10% of progress: enough to follow a render in the task
+        # log, and cheap (formatting a line per poll was a fifth of a poll's CPU).
+        if status != self.last_status or int(task.progress * 10) != int(self.last_progress * 10):
             self.log.info("Runway task %s: %s, %d%% done.", task.task_id, status, round(task.progress * 100))
         self.last_status = status
         self.last_progress = task.progress

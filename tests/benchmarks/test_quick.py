@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,7 @@ def runs() -> Iterator[dict[str, Run]]:
     finally:
         for run in started.values():
             run.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def figures_of(run: Run) -> dict[str, Any]:
