@@ -6,6 +6,7 @@ Import what you need from its modules (``comet_provider.operators.runway``,
 
 from __future__ import annotations
 
+#: The one version string: pyproject.toml reads it (setuptools dynamic), as does get_provider_info.
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "get_provider_info"]

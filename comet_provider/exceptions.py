@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from comet_provider.hooks.comet import RunwayTask
+    from comet_provider.models import RunwayTask
 
 __all__ = [
     "CometAPIError",
@@ -27,6 +27,7 @@ __all__ = [
     "CometSubmissionUncertainError",
     "CometTransientError",
     "CometValidationError",
+    "RenderUnavailableError",
     "RunwayTaskFailedError",
     "RunwayTaskNotFoundError",
     "RunwayTaskTimeoutError",
@@ -42,6 +43,11 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+def without_query(url: str) -> str:
+    """``url`` without its query string and fragment, where signed URLs keep their signature."""
+    return url.split("?", 1)[0].split("#", 1)[0]
 
 
 class CometError(Exception):
@@ -127,6 +133,17 @@ class CometMalformedResponseError(CometAPIError):
     """CometAPI answered, but not with anything the documented contract allows."""
 
 
+class RenderUnavailableError(CometError):
+    """The render's link no longer serves the render: expired or removed (403/404/410), or a page
+    where the video should be. Not retried: only a new render gives a new link."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, url: str | None = None) -> None:
+        self.status_code = status_code
+        #: The link without its query string (a signed URL's signature stays out of logs).
+        self.url = without_query(url) if url else None
+        super().__init__(message)
+
+
 class CometSubmissionUncertainError(CometError):
     """A submission failed in a way that may still have started a (paid) render."""
 
@@ -170,6 +187,7 @@ class RunwayTaskTimeoutError(CometError):
         return cls(
             runway_task_id,
             f"Runway task {runway_task_id} was not finished after waiting {waited_s:.0f}s{last}. "
-            "The render may still be running: a retry of this Airflow task waits on the same Runway "
-            "task instead of submitting a new one. Raise `timeout` if renders take longer.",
+            "The render may still be running: on Airflow 3.3+ a retry of this Airflow task waits on "
+            "the same Runway task instead of submitting a new one (older Airflow has no "
+            "task_state_store and submits anew). Raise `timeout` if renders take longer.",
         )

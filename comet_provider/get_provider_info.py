@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from comet_provider import __version__
+
 _INTEGRATION = "CometAPI Runway"
 
 
@@ -12,7 +14,7 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-comet",
         "name": "CometAPI (Runway)",
         "description": "Restyle videos with Runway video-to-video through `CometAPI <https://www.cometapi.com/>`__.",
-        "versions": ["0.1.0"],
+        "versions": [__version__],
         "integrations": [
             {
                 "integration-name": _INTEGRATION,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from comet_provider.exceptions import CometMalformedResponseError, RunwayTaskFailedError
@@ -34,8 +34,14 @@ class RunwayStatus(str, enum.Enum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
+    @property
+    def is_failure(self) -> bool:
+        """Ended without a render: FAILED or CANCELLED."""
+        return self in _FAILURE
 
-_TERMINAL = frozenset({RunwayStatus.SUCCEEDED, RunwayStatus.FAILED, RunwayStatus.CANCELLED})
+
+_FAILURE = frozenset({RunwayStatus.FAILED, RunwayStatus.CANCELLED})
+_TERMINAL = _FAILURE | {RunwayStatus.SUCCEEDED}
 
 # Both vocabularies, upper-cased. UNKNOWN and anything unlisted map to None:
 # they carry no information, so the other level (or PENDING) decides.
@@ -64,15 +70,26 @@ _CODE_IN_TEXT = re.compile(r"([A-Z][A-Z_]*(?:\.[A-Z0-9_]+)+)\b")
 
 def _status(value: Any) -> RunwayStatus | None:
     if isinstance(value, str):
-        return _STATUS_MAP.get(value.strip().upper())
+        # Exact spellings first: one lookup instead of strip() and upper() on every poll.
+        found = _STATUS_MAP.get(value)
+        return found if found is not None else _STATUS_MAP.get(value.strip().upper())
     return None
+
+
+# "0%" .. "100%", the progress CometAPI reports on every poll of a render.
+_PERCENTS = {f"{n}%": n / 100.0 for n in range(101)}
 
 
 def _progress(value: Any) -> float | None:
     """``"45%"``, ``"0.45"``, ``0.45`` or ``45`` -> 0.45; None when absent or unreadable."""
-    if isinstance(value, bool) or value is None:
+    if value is None:
         return None
-    if isinstance(value, str):
+    if type(value) is float:  # Runway's own field (bool and int subclasses take the long way)
+        number = value
+    elif isinstance(value, str):
+        known = _PERCENTS.get(value)
+        if known is not None:
+            return known
         text = value.strip()
         if not text:
             return None
@@ -83,13 +100,18 @@ def _progress(value: Any) -> float | None:
             return None
         if percent:
             number /= 100.0
-    elif isinstance(value, (int, float)):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
     else:
         return None
     if number > 1.0:
         number /= 100.0
-    return min(max(number, 0.0), 1.0)
+    # Comparisons rather than min(max()): the same result (NaN included), fewer calls per poll.
+    if number < 0.0:
+        return 0.0
+    if number > 1.0:
+        return 1.0
+    return number
 
 
 def _url(value: Any) -> str | None:
@@ -97,6 +119,16 @@ def _url(value: Any) -> str | None:
         value = value[0] if value else None
     if isinstance(value, str) and value.strip():
         return value.strip()
+    return None
+
+
+def _first_url(*values: Any) -> str | None:
+    """The first of ``values`` that holds a URL (most are absent on a poll: no call for those)."""
+    for value in values:
+        if value is not None:
+            url = _url(value)
+            if url is not None:
+                return url
     return None
 
 
@@ -122,19 +154,24 @@ class RunwayTask:
 
     @property
     def is_terminal(self) -> bool:
-        return self.status.is_terminal
+        return self.status in _TERMINAL  # not status.is_terminal: one property less per poll
 
     @property
     def is_successful(self) -> bool:
         return self.status is RunwayStatus.SUCCEEDED
 
+    @property
+    def is_failure(self) -> bool:
+        """Ended FAILED or CANCELLED (see :attr:`fail_reason`, :attr:`failure_code`)."""
+        return self.status.is_failure
+
     def raise_for_status(self) -> RunwayTask:
         """Return the task if it succeeded; raise :class:`RunwayTaskFailedError` if it failed.
 
-        The one place that decides what a finished task means: the sync wait,
-        the sensor, and the operator resuming from its trigger all call it.
+        What a finished task means; :func:`comet_provider.utils.polling.outcome` turns it
+        into the Airflow task's result or failure for the operator and the sensor alike.
         """
-        if self.status in (RunwayStatus.FAILED, RunwayStatus.CANCELLED):
+        if self.is_failure:
             raise RunwayTaskFailedError(self)
         if self.status is not RunwayStatus.SUCCEEDED:
             raise ValueError(f"Runway task {self.task_id} is still {self.status.value}")
@@ -158,25 +195,23 @@ class RunwayTask:
         if not tid:
             raise CometMalformedResponseError("CometAPI's task answer carries no task id.")
 
-        outer_status = _status(data.get("status"))
-        inner_status = _status(inner.get("status"))
-        status = _merge_status(outer_status, inner_status)
+        status = _merge_status(_status(data.get("status")), _status(inner.get("status")))
         if status is None:
             # Numeric statuses (old callbacks) and UNKNOWN say nothing certain.
-            status = RunwayStatus.PENDING
+            status = _PENDING
 
-        video_url = (
-            _url(data.get("video_url"))
-            or _url(data.get("result_url"))
-            or _url(inner.get("video_url"))
-            or _url(inner.get("output"))
-            or _url(inner.get("result_url"))
+        video_url = _first_url(
+            data.get("video_url"),
+            data.get("result_url"),
+            inner.get("video_url"),
+            inner.get("output"),
+            inner.get("result_url"),
         )
         progress = _progress(data.get("progress"))
         inner_progress = _progress(inner.get("progress"))
         if progress is None or (inner_progress is not None and inner_progress > progress):
             progress = inner_progress
-        if status is RunwayStatus.SUCCEEDED:
+        if status is _SUCCEEDED:
             progress = 1.0
             if video_url is None:
                 raise CometMalformedResponseError(
@@ -186,25 +221,26 @@ class RunwayTask:
                     f"keys were: data={sorted(data)}, data.data={sorted(inner)}."
                 )
 
-        failure_code = _text(inner.get("failureCode")) or _text(data.get("failure_code"))
-        fail_reason = _text(data.get("fail_reason")) or _text(inner.get("failure"))
-        if failure_code is None and fail_reason and (match := _CODE_IN_TEXT.match(fail_reason)):
-            failure_code = match.group(1)
-        return cls(
-            task_id=tid,
-            status=status,
-            progress=progress or 0.0,
-            video_url=video_url,
-            poster=_url(data.get("poster")) or _url(inner.get("poster")),
-            last_frame=_url(data.get("last_frame")) or _url(inner.get("last_frame")),
-            fail_reason=fail_reason if status in (RunwayStatus.FAILED, RunwayStatus.CANCELLED) else None,
-            failure_code=failure_code if status in (RunwayStatus.FAILED, RunwayStatus.CANCELLED) else None,
-            raw=body,
-        )
+        failure_code = fail_reason = None
+        if status in _FAILURE:
+            failure_code = _text(inner.get("failureCode")) or _text(data.get("failure_code"))
+            fail_reason = _text(data.get("fail_reason")) or _text(inner.get("failure"))
+            if failure_code is None and fail_reason and (match := _CODE_IN_TEXT.match(fail_reason)):
+                failure_code = match.group(1)
+        poster = _first_url(data.get("poster"), inner.get("poster"))
+        last_frame = _first_url(data.get("last_frame"), inner.get("last_frame"))
+        if cls is not RunwayTask:  # a subclass may have its own __init__ or __post_init__
+            return cls(tid, status, progress or 0.0, video_url, poster, last_frame, fail_reason, failure_code, body)
+        return _new_task(tid, status, progress or 0.0, video_url, poster, last_frame, fail_reason, failure_code, body)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (the operator's XCom ``return_value`` and trigger events); no raw payload."""
+        """JSON-ready summary (the operator's XCom ``return_value`` and trigger events); no raw payload.
+
+        ``runway_task_id`` is Runway's id. ``task_id`` holds the same id (not Airflow's task id):
+        an alias kept for DAGs written against the first releases.
+        """
         return {
+            "runway_task_id": self.task_id,
             "task_id": self.task_id,
             "status": self.status.value,
             "progress": self.progress,
@@ -217,10 +253,13 @@ class RunwayTask:
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> RunwayTask:
-        """Inverse of :meth:`to_dict`; rejects anything else loudly."""
+        """Inverse of :meth:`to_dict` (``runway_task_id``, ``task_id`` or both); rejects anything else loudly."""
         try:
+            ids = {value[key] for key in ("runway_task_id", "task_id") if value.get(key)}
+            if len(ids) != 1:
+                raise ValueError("one Runway task id expected")
             return cls(
-                task_id=str(value["task_id"]),
+                task_id=str(ids.pop()),
                 status=RunwayStatus(value["status"]),
                 progress=float(value.get("progress") or 0.0),
                 video_url=value.get("video_url"),
@@ -229,19 +268,67 @@ class RunwayTask:
                 fail_reason=value.get("fail_reason"),
                 failure_code=value.get("failure_code"),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (AttributeError, KeyError, ValueError, TypeError) as exc:
             raise CometMalformedResponseError(f"Not a Runway task summary: {value!r}") from exc
 
 
 def _merge_status(outer: RunwayStatus | None, inner: RunwayStatus | None) -> RunwayStatus | None:
     """The gateway's word wins once it is terminal, but Runway's CANCELLED is more precise than FAILURE;
     a terminal Runway status wins over a gateway that has not caught up yet."""
-    if outer is not None and outer.is_terminal:
-        if outer is RunwayStatus.FAILED and inner is RunwayStatus.CANCELLED:
+    # Set membership and identity, not the enum's properties: this runs on every poll.
+    if outer in _TERMINAL:
+        if outer is _FAILED and inner is _CANCELLED:
             return inner
         return outer
-    if inner is not None and inner.is_terminal:
+    if inner in _TERMINAL:
         return inner
-    if RunwayStatus.RUNNING in (outer, inner):
-        return RunwayStatus.RUNNING
+    if outer is _RUNNING or inner is _RUNNING:
+        return _RUNNING
     return outer or inner
+
+
+# Members as module constants: looking one up on the enum class costs as much as a call.
+_PENDING = RunwayStatus.PENDING
+_RUNNING = RunwayStatus.RUNNING
+_SUCCEEDED = RunwayStatus.SUCCEEDED
+_FAILED = RunwayStatus.FAILED
+_CANCELLED = RunwayStatus.CANCELLED
+
+# RunwayTask's slot setters: a frozen dataclass's __init__ costs twice as much (an
+# object.__setattr__ per field), and from_feed builds a task on every poll.
+(
+    _set_task_id,
+    _set_status,
+    _set_progress,
+    _set_video_url,
+    _set_poster,
+    _set_last_frame,
+    _set_fail_reason,
+    _set_failure_code,
+    _set_raw,
+) = (RunwayTask.__dict__[f.name].__set__ for f in fields(RunwayTask))
+
+
+def _new_task(
+    task_id: str,
+    status: RunwayStatus,
+    progress: float,
+    video_url: str | None,
+    poster: str | None,
+    last_frame: str | None,
+    fail_reason: str | None,
+    failure_code: str | None,
+    raw: dict[str, Any],
+) -> RunwayTask:
+    """``RunwayTask(...)`` with these fields, as cheaply as a slotted class allows."""
+    task: RunwayTask = object.__new__(RunwayTask)
+    _set_task_id(task, task_id)
+    _set_status(task, status)
+    _set_progress(task, progress)
+    _set_video_url(task, video_url)
+    _set_poster(task, poster)
+    _set_last_frame(task, last_frame)
+    _set_fail_reason(task, fail_reason)
+    _set_failure_code(task, failure_code)
+    _set_raw(task, raw)
+    return task

@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -50,6 +50,7 @@ __all__ = [
     "slugify",
     "split_video",
     "stitch_videos",
+    "storage_identity",
     "upload_to_storage",
 ]
 
@@ -414,16 +415,32 @@ def upload_to_storage(local: PathLike, dest: ObjectStoragePath) -> ObjectStorage
     return dest
 
 
-def remove_storage_prefix(prefix: ObjectStoragePath) -> int:
-    """Delete everything under ``prefix`` (a rerun's leftovers); returns how many files went."""
+def remove_storage_prefix(prefix: ObjectStoragePath, keep: Collection[str] = ()) -> int:
+    """Delete everything under ``prefix`` (a rerun's leftovers); returns how many files went.
+
+    Files at the locations in ``keep``, and files named after them plus a suffix (a render's
+    ``.comet.json`` sidecar), stay.
+    """
     if not prefix.exists():
         return 0
+    kept = {type(prefix)(location).path for location in keep}
     files = [p for p in prefix.rglob("*") if p.is_file()]
+    files = [p for p in files if not any(p.path == k or p.path.startswith(k + ".") for k in kept)]
     for path in files:
         path.unlink()
-    with contextlib.suppress(NotImplementedError, OSError):  # object stores: nothing left to remove
-        prefix.rmdir(recursive=True)
+    if not kept:
+        with contextlib.suppress(NotImplementedError, OSError):  # object stores: nothing left to remove
+            prefix.rmdir(recursive=True)
     return len(files)
+
+
+def storage_identity(path: ObjectStoragePath) -> str:
+    """What changes when another file is put at ``path``: its ETag on object stores, its size and times locally."""
+    try:
+        return str(path.fs.ukey(path.path))
+    except (NotImplementedError, AttributeError):
+        info = path.stat()
+        return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
 
 
 def scratch_dir(prefix: str = "runway-media-") -> tempfile.TemporaryDirectory[str]:

@@ -12,28 +12,37 @@ them back together, and publish them with a contact sheet for people to review.
    `.m4v`, `.webm`, `.mkv`). No videos: the run is skipped, not failed.
 3. `split_into_clips` (mapped per video) - probe it and cut it into clips of
    `clip_seconds` with ffmpeg, written under `<staging_root>/YYYY-MM-DD/<video>/` where
-   the API can fetch them through `public_url_template`.
-4. `restyle` (mapped clips x styles) - one deferrable `RunwayVideo2VideoOperator` per clip
+   the API can fetch them through `public_url_template` (kept as they are when the same
+   source was already staged with the same settings).
+4. `plan_renders`, `spend_plan` - one render per clip and style; before anything is
+   submitted, the spend plan counts the renders to submit (and their seconds of video) and
+   those reused from storage. Over `max_renders_per_run` the run fails here; over
+   `approval_over_renders`, `approval_needed` lets `approve_spend` ask a person to approve
+   it in the UI (Required Actions) with the plan in its body; rejected, nothing is submitted.
+5. `restyle` (mapped clips x styles) - one deferrable `RunwayVideo2VideoOperator` per clip
    and style, in the Airflow pool `runway` so a backfill cannot flood the API; each render
-   is copied to `<storage_root>/renders/YYYY-MM-DD/<video>/<style>/clip_NNN.mp4`.
-5. `stitch_style` (mapped per video and style) - join the clips back into
+   is copied to `<storage_root>/renders/YYYY-MM-DD/<video>/<style>/clip_NNN.mp4`, and a
+   render already stored there for the same inputs is reused, not paid for again.
+6. `stitch_style` (mapped per video and style) - join the clips back into
    `<storage_root>/published/YYYY-MM-DD/<video>/<style>.mp4` (with the original
    soundtrack) and a poster frame `<style>.png`.
-6. `contact_sheets` - a PNG grid per video, original vs each style, at the same instants.
-7. `publish` - write `published/YYYY-MM-DD/manifest.json` and emit the Asset
+7. `contact_sheets` - a PNG grid per video, original vs each style, at the same instants.
+8. `publish` - write `published/YYYY-MM-DD/manifest.json` (with the spend plan and, per
+   render, whether it was submitted, resumed or reused) and emit the Asset
    `comet_runway_restyled_videos` (the QC DAG `runway_render_qc` is scheduled on it).
-8. `notify` - POST the manifest summary to the HTTP connection `runway_notify`.
+9. `notify` - POST the manifest summary to the HTTP connection `runway_notify`.
 
 **Backfills and reruns.** Everything is keyed by the data interval's day, never by wall
 time: `airflow backfill create --dag-id runway_media_pipeline --from-date 2025-06-01
---to-date 2025-06-07` processes each past day's folder, and rerunning a day overwrites its
-clips, renders and published files instead of adding copies. A run triggered by hand
-processes the day before its logical date (the last complete interval), or the `date`
-param when given.
+--to-date 2025-06-07` processes each past day's folder; rerunning a day reuses the renders
+already stored for the same inputs and replaces the rest instead of adding copies. A run
+triggered by hand processes the day before its logical date (the last complete interval),
+or the `date` param when given.
 
 **Configuration** - an Airflow Variable `comet_runway_pipeline` holding JSON (e.g.
 `AIRFLOW_VAR_COMET_RUNWAY_PIPELINE='{"storage_root": "s3://aws_default@studio/runway", ...}'`),
-any key overridable per run through the params `styles`, `clip_seconds` and `date`:
+the keys below, overridable per run through the params `styles`, `clip_seconds`,
+`max_renders_per_run`, `approval_over_renders`, `force_render` and `date`:
 
 - `storage_root` (default `file://$AIRFLOW_HOME/runway-media`): any `ObjectStoragePath`
   URI; `s3://aws_default@bucket/prefix` picks the connection.
@@ -41,19 +50,20 @@ any key overridable per run through the params `styles`, `clip_seconds` and `dat
 - `public_url_template` (**required**): the URL the API fetches a staged file from, with
   `{key}` for its path under `staging_root`, e.g. `https://cdn.example.com/staging/{key}`.
 - `styles` (pixel art, pencil sketch, neon): `{"name": "prompt", ...}`.
-- `clip_seconds` (`5`) and `min_clip_seconds` (`1`): clip length sent to the API; a tail
-  shorter than the minimum is merged into the last clip.
-- `max_width` (`1280`): wider sources are scaled down before upload.
-- `model` (`gen4`), `structure_transformation` (`0.5`): passed to Runway.
-- `comet_conn_id` (`comet_default`), `poll_interval` (`10`), `render_timeout_seconds` (`1800`).
-- `notify_conn_id` (`runway_notify`), `notify_endpoint` (`""`): where `notify` POSTs.
-- `keep_audio` (`true`): put the source's soundtrack under the stitched videos.
+- `clip_seconds` (`5`), `min_clip_seconds` (`1`), `max_width` (`1280`): the clips sent to
+  the API (a tail shorter than the minimum joins the last clip; wider sources are scaled down).
+- `model` (`gen4`), `structure_transformation` (`0.5`), `comet_conn_id` (`comet_default`),
+  `poll_interval` (`10`), `render_timeout_seconds` (`1800`): passed to each render.
+- `notify_conn_id` (`runway_notify`), `notify_endpoint` (`""`): where `notify` POSTs;
+  `keep_audio` (`true`): put the source's soundtrack under the stitched videos.
+- `max_renders_per_run` (`100`), `approval_over_renders` (`50`): limits on the renders a run
+  will submit (reused ones do not count); `null` = no limit. `force_render` (`false`):
+  submit every render again, even one stored for the same inputs.
 
 The pool name comes from the environment variable `COMET_RUNWAY_POOL` (default `runway`):
 create it once with `airflow pools set runway 4 "Runway renders" --include-deferred` (so a
-render waiting in the triggerer keeps its slot). Media helpers live in
-`media_utils.py` next to this file and are imported inside the tasks, so parsing this file
-stays cheap.
+render waiting in the triggerer keeps its slot). The helper modules next to this file are
+imported inside the tasks, so parsing this file stays cheap. Details: `docs/examples.md`.
 """
 
 from __future__ import annotations
@@ -64,10 +74,12 @@ from typing import Any
 
 import pendulum
 from airflow.providers.http.operators.http import HttpOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import (
     Asset,
     CronDataIntervalTimetable,
     Param,
+    TriggerRule,
     dag,
     get_current_context,
     task,
@@ -79,31 +91,8 @@ from comet_provider.operators.runway import RunwayVideo2VideoOperator
 RESTYLED_VIDEOS = Asset(name="comet_runway_restyled_videos", group="media")
 # Pools are a scheduling setting, needed when the file is parsed: environment, not a Variable.
 RUNWAY_POOL = os.environ.get("COMET_RUNWAY_POOL", "runway")
-SETTINGS_VARIABLE = "comet_runway_pipeline"
-
-DEFAULT_STYLES: dict[str, str] = {
-    "pixel-art": "pixelated 8-bit video game style, chunky pixels",
-    "pencil-sketch": "hand-drawn pencil sketch, crisp edges on paper",
-    "neon": "neon cyberpunk glow, saturated night colors",
-}
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "storage_root": None,
-    "staging_root": None,
-    "public_url_template": None,
-    "styles": DEFAULT_STYLES,
-    "clip_seconds": 5.0,
-    "min_clip_seconds": 1.0,
-    "max_width": 1280,
-    "model": "gen4",
-    "structure_transformation": 0.5,
-    "comet_conn_id": "comet_default",
-    "poll_interval": 10,
-    "render_timeout_seconds": 1800,
-    "notify_conn_id": "runway_notify",
-    "notify_endpoint": "",
-    "keep_audio": True,
-}
 SETTINGS_XCOM = "ti.xcom_pull(task_ids='settings')"
+APPROVAL_XCOM = "ti.xcom_pull(task_ids='spend_plan', key='approval')"
 # Mapped `restyle` tasks show as "<video> · <style> · clip_NNN" in the UI.
 RESTYLE_LABEL = (
     "{% set p = (task.output_path | string).rstrip('/').split('/') %}{{ p[-3] }} · {{ p[-2] }} · "
@@ -111,12 +100,8 @@ RESTYLE_LABEL = (
 )
 
 
-def _as_uri(location: str) -> str:
-    """A storage location as a URI: bare paths become absolute ``file://`` URIs."""
-    location = location.strip()
-    if "://" not in location:
-        location = "file://" + os.path.abspath(os.path.expanduser(location))
-    return location.rstrip("/")
+def _limit_param(description: str) -> Param:
+    return Param(None, type=["null", "integer"], minimum=0, description=description)
 
 
 @dag(
@@ -141,41 +126,35 @@ def _as_uri(location: str) -> str:
             description='Styles for this run, {"name": "prompt"}; empty = the configured ones.',
         ),
         "clip_seconds": Param(None, type=["null", "number"], minimum=1, description="Clip length for this run."),
+        "max_renders_per_run": _limit_param("Fail the run before submitting if it would submit more renders."),
+        "approval_over_renders": _limit_param("Ask a person to approve the run if it would submit more renders."),
+        "force_render": Param(
+            None,
+            type=["null", "boolean"],
+            description="Submit every render again, even those already stored for the same inputs.",
+        ),
     },
 )
 def runway_media_pipeline() -> None:
     @task
     def settings() -> dict[str, Any]:
         """Merge defaults, the ``comet_runway_pipeline`` Variable and the run's params."""
+        from airflow.providers.common.compat.sdk import AirflowFailException  # Airflow 3.1 too
         from airflow.sdk import Variable
-        from airflow.sdk.exceptions import AirflowFailException
-        from media_utils import slugify
+        from pipeline_settings import SETTINGS_VARIABLE, SettingsError, resolve_settings
 
         context = get_current_context()
-        cfg: dict[str, Any] = dict(DEFAULT_SETTINGS)
         configured = Variable.get(SETTINGS_VARIABLE, default={}, deserialize_json=True) or {}
-        unknown = sorted(set(configured) - set(DEFAULT_SETTINGS))
+        home = os.environ.get("AIRFLOW_HOME", "~/airflow")
+        try:
+            cfg, unknown = resolve_settings(configured, context["params"], airflow_home=home)
+        except SettingsError as exc:
+            raise AirflowFailException(str(exc)) from None
         if unknown:
             print(f"WARNING: ignoring unknown keys in the Variable {SETTINGS_VARIABLE!r}: {unknown}")
-        cfg.update({k: v for k, v in configured.items() if k in DEFAULT_SETTINGS})
-        params = context["params"]
-        cfg.update({k: params[k] for k in ("styles", "clip_seconds") if params.get(k)})
-
-        home = os.environ.get("AIRFLOW_HOME", "~/airflow")
-        cfg["storage_root"] = _as_uri(cfg["storage_root"] or os.path.join(home, "runway-media"))
-        cfg["staging_root"] = _as_uri(cfg["staging_root"] or cfg["storage_root"] + "/staging")
-        if not cfg["public_url_template"] or "{key}" not in cfg["public_url_template"]:
-            raise AirflowFailException(
-                f"Set 'public_url_template' in the Variable {SETTINGS_VARIABLE!r}: the public URL of a file "
-                "staged under staging_root, with {key} for its path there "
-                "(e.g. https://cdn.example.com/runway-staging/{key})."
-            )
-        if not cfg["styles"] or not isinstance(cfg["styles"], dict):
-            raise AirflowFailException('styles must be a non-empty {"name": "prompt"} object')
-        # style names become folder and file names: keep them path- and URL-safe
-        cfg["styles"] = {slugify(name, fallback="style"): prompt for name, prompt in cfg["styles"].items()}
-        interval_start = context.get("data_interval_start") or context["logical_date"]
-        cfg["date"] = params.get("date") or interval_start.strftime("%Y-%m-%d")
+        # A run triggered without a logical date (allowed by the REST API) has only run_after.
+        when = context.get("data_interval_start") or context.get("logical_date") or context["dag_run"].run_after
+        cfg["date"] = context["params"].get("date") or when.strftime("%Y-%m-%d")
         cfg["run_id"] = context["run_id"]
         print(f"Processing videos of {cfg['date']} from {cfg['storage_root']} in styles {list(cfg['styles'])}")
         return cfg
@@ -183,8 +162,8 @@ def runway_media_pipeline() -> None:
     @task
     def find_source_videos(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         """The day's folder ``incoming/YYYY-MM-DD``; skips the run when it is empty."""
+        from airflow.providers.common.compat.sdk import AirflowSkipException  # Airflow 3.1 too
         from airflow.sdk import ObjectStoragePath
-        from airflow.sdk.exceptions import AirflowSkipException
         from media_utils import VIDEO_SUFFIXES, slugify
 
         folder = ObjectStoragePath(cfg["storage_root"]) / "incoming" / cfg["date"]
@@ -204,51 +183,15 @@ def runway_media_pipeline() -> None:
 
     @task(map_index_template="{{ video_label }}")
     def split_into_clips(cfg: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
-        """Probe one video, cut it into clips and stage them where the API can fetch them."""
-        from airflow.sdk import ObjectStoragePath
-        from media_utils import (
-            download_from_storage,
-            probe_video,
-            remove_storage_prefix,
-            scratch_dir,
-            split_video,
-            upload_to_storage,
-        )
+        """Probe one video, cut it into clips and stage them where the API can fetch them.
+
+        Clips staged earlier from the same source file with the same settings are kept as they
+        are, so the renders stored for them can be reused (see ``clip_staging.py``).
+        """
+        from clip_staging import stage_video
 
         get_current_context()["video_label"] = video["video_id"]  # type: ignore[typeddict-unknown-key]
-        date, video_id = cfg["date"], video["video_id"]
-        staging = ObjectStoragePath(cfg["staging_root"]) / date / video_id
-        # a rerun replaces the day's clips and renders of this video, never adds to them
-        remove_storage_prefix(staging)
-        remove_storage_prefix(ObjectStoragePath(cfg["storage_root"]) / "renders" / date / video_id)
-        with scratch_dir() as tmp:
-            local = download_from_storage(ObjectStoragePath(video["source"]), tmp)
-            info = probe_video(local)
-            clips = split_video(
-                local,
-                os.path.join(tmp, "clips"),
-                float(cfg["clip_seconds"]),
-                min_clip_seconds=float(cfg["min_clip_seconds"]),
-                max_width=cfg["max_width"],
-            )
-            staged = []
-            for clip in clips:
-                key = f"{date}/{video_id}/{clip.path.name}"
-                upload_to_storage(clip.path, ObjectStoragePath(cfg["staging_root"]) / key)
-                staged.append(
-                    {
-                        "index": clip.index,
-                        "name": clip.path.stem,
-                        "start": clip.start,
-                        "duration": clip.duration,
-                        "url": cfg["public_url_template"].format(key=key),
-                    }
-                )
-            clip_info = probe_video(clips[0].path)
-        print(f"{video_id}: {info.duration:.1f} s {info.width}x{info.height} -> {len(staged)} clip(s)")
-        # renders may come back at another size: stitch_style brings them back to the clips' size
-        clip_format = {"width": clip_info.width, "height": clip_info.height, "fps": info.fps}
-        return {**video, "info": info.to_dict(), "clip_format": clip_format, "clips": staged}
+        return stage_video(cfg, video)
 
     @task
     def plan_renders(cfg: dict[str, Any], videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -260,6 +203,7 @@ def runway_media_pipeline() -> None:
                 "prompt": prompt,
                 "model": cfg["model"],
                 "structure_transformation": cfg["structure_transformation"],
+                "force_render": cfg["force_render"],
                 "comet_conn_id": cfg["comet_conn_id"],
                 "poll_interval": cfg["poll_interval"],
                 "timeout": cfg["render_timeout_seconds"],
@@ -270,20 +214,59 @@ def runway_media_pipeline() -> None:
             for clip in video["clips"]
         ]
 
+    @task(show_return_value_in_logs=False)  # the plan is logged as a table instead
+    def spend_plan(cfg: dict[str, Any], videos: list[dict[str, Any]], renders: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the run will pay for, before anything is submitted; fails over ``max_renders_per_run``."""
+        from airflow.providers.common.compat.sdk import AirflowFailException  # Airflow 3.1 too
+        from pipeline_settings import SETTINGS_VARIABLE
+        from spend_plan import approval_request, build_plan, cap_exceeded_message, plan_table, preview
+
+        plan = build_plan(
+            renders,
+            preview(renders),
+            {(v["video_id"], c["name"]): c["duration"] for v in videos for c in v["clips"]},
+            date=cfg["date"],
+            max_renders_per_run=cfg["max_renders_per_run"],
+            approval_over_renders=cfg["approval_over_renders"],
+            force_render=cfg["force_render"],
+        )
+        print(plan_table(plan))
+        if plan["over_cap"]:
+            raise AirflowFailException(cap_exceeded_message(plan, SETTINGS_VARIABLE))
+        if plan["approval_required"]:
+            get_current_context()["ti"].xcom_push(key="approval", value=approval_request(plan))
+        return plan
+
+    # False skips approve_spend only: restyle's trigger rule then lets it run without approval.
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def approval_needed(plan: dict[str, Any]) -> bool:
+        """Whether the plan submits more renders than ``approval_over_renders``."""
+        return bool(plan["approval_required"])
+
     @task
     def group_renders(
         cfg: dict[str, Any], plan: list[dict[str, Any]], results: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Gather the finished clips of each (video, style), in clip order."""
+        """Gather the finished clips of each (video, style), in clip order; drop the day's other renders."""
+        from airflow.sdk import ObjectStoragePath
+        from media_utils import remove_storage_prefix
+        from spend_plan import render_labels
+
         groups: dict[tuple[str, str], dict[str, Any]] = {}
         for kwargs, result in zip(plan, results, strict=True):
-            *_, video_id, style, _clip = kwargs["output_path"].split("/")
+            video_id, style, clip = render_labels(kwargs["output_path"])
             group = groups.setdefault(
                 (video_id, style),
-                {"video_id": video_id, "style": style, "prompt": kwargs["prompt"], "clips": [], "runway_ids": []},
+                {"video_id": video_id, "style": style, "prompt": kwargs["prompt"], "clips": [], "renders": []},
             )
             group["clips"].append(result.get("output_path") or kwargs["output_path"])
-            group["runway_ids"].append(result.get("task_id"))
+            runway_id = result.get("runway_task_id") or result.get("task_id")
+            group["renders"].append({"clip": clip, "decision": result.get("decision"), "runway_task_id": runway_id})
+        # a rerun with fewer clips or styles: only this run's renders (and their sidecars) stay
+        day = ObjectStoragePath(cfg["storage_root"]) / "renders" / cfg["date"]
+        removed = remove_storage_prefix(day, keep=[kwargs["output_path"] for kwargs in plan])
+        if removed:
+            print(f"removed {removed} file(s) of earlier runs from {day}")
         return list(groups.values())
 
     @task(map_index_template="{{ video_label }} · {{ style_label }}")
@@ -330,7 +313,8 @@ def runway_media_pipeline() -> None:
             "video": str(video_uri),
             "poster": str(poster_uri),
             "duration": info.duration,
-            "runway_ids": group["runway_ids"],
+            "runway_ids": [r["runway_task_id"] for r in group["renders"]],
+            "renders": group["renders"],
         }
 
     @task
@@ -364,16 +348,23 @@ def runway_media_pipeline() -> None:
         videos: list[dict[str, Any]],
         stitched: list[dict[str, Any]],
         sheets: dict[str, str],
+        plan: dict[str, Any],
     ) -> dict[str, Any]:
         """Write the day's manifest.json and emit the Asset event the QC DAG waits for."""
         import json
 
         from airflow.sdk import ObjectStoragePath
+        from spend_plan import outcome_totals
 
+        outputs = ("video", "poster", "duration", "prompt", "runway_ids", "renders")
+        renders = outcome_totals(r["decision"] for s in stitched for r in s["renders"])
         manifest = {
             "date": cfg["date"],
             "run_id": cfg["run_id"],
             "published_at": pendulum.now("UTC").isoformat(),
+            # what the restyle tasks did: counts per decision (submit / resume / reuse_stored)
+            "renders": renders,
+            "spend_plan": plan,
             "videos": [
                 {
                     "video_id": v["video_id"],
@@ -382,9 +373,7 @@ def runway_media_pipeline() -> None:
                     "clips": len(v["clips"]),
                     "contact_sheet": sheets.get(v["video_id"]),
                     "styles": {
-                        s["style"]: {k: s[k] for k in ("video", "poster", "duration", "prompt", "runway_ids")}
-                        for s in stitched
-                        if s["video_id"] == v["video_id"]
+                        s["style"]: {k: s[k] for k in outputs} for s in stitched if s["video_id"] == v["video_id"]
                     },
                 }
                 for v in videos
@@ -392,12 +381,13 @@ def runway_media_pipeline() -> None:
         }
         path = ObjectStoragePath(cfg["storage_root"]) / "published" / cfg["date"] / "manifest.json"
         path.write_text(json.dumps(manifest, indent=2))
-        print(f"published {path}")
+        print(f"published {path}; renders: {renders}")
         summary = {
             "event": "comet.runway.restyled",
             "date": cfg["date"],
             "run_id": cfg["run_id"],
             "manifest": str(path),
+            "renders": renders,
             "videos": [
                 {
                     "video_id": v["video_id"],
@@ -418,7 +408,15 @@ def runway_media_pipeline() -> None:
 
     cfg = settings()
     videos = split_into_clips.partial(cfg=cfg).expand(video=find_source_videos(cfg))
-    plan = plan_renders(cfg, videos)
+    renders = plan_renders(cfg, videos)
+    plan = spend_plan(cfg, videos, renders)
+    approve = ApprovalOperator(
+        task_id="approve_spend",
+        subject="{{ " + APPROVAL_XCOM + "['subject'] }}",
+        body="{{ " + APPROVAL_XCOM + "['body'] }}",
+        retries=0,
+    )
+    approval_needed(plan) >> approve
     restyled = RunwayVideo2VideoOperator.partial(
         task_id="restyle",
         deferrable=True,
@@ -427,9 +425,13 @@ def runway_media_pipeline() -> None:
         retry_delay=timedelta(minutes=1),
         retry_exponential_backoff=True,
         map_index_template=RESTYLE_LABEL,
-    ).expand_kwargs(plan)
-    stitched = stitch_style.partial(cfg=cfg, videos=videos).expand(group=group_renders(cfg, plan, restyled.output))
-    summary = publish(cfg, videos, stitched, contact_sheets(cfg, videos, stitched))
+        # runs when approve_spend approved it or was skipped (no approval needed); a rejection
+        # skips restyle itself, and a failed spend_plan leaves it upstream_failed
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+    ).expand_kwargs(renders)
+    approve >> restyled
+    stitched = stitch_style.partial(cfg=cfg, videos=videos).expand(group=group_renders(cfg, renders, restyled.output))
+    summary = publish(cfg, videos, stitched, contact_sheets(cfg, videos, stitched), plan)
     HttpOperator(
         task_id="notify",
         http_conn_id="{{ " + SETTINGS_XCOM + "['notify_conn_id'] }}",

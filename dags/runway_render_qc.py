@@ -93,7 +93,7 @@ def runway_render_qc() -> None:
     @task(inlets=[RESTYLED_VIDEOS])
     def find_new_renders() -> list[str]:
         """The manifests announced by the Asset events that triggered this run."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.providers.common.compat.sdk import AirflowSkipException  # Airflow 3.1 too
 
         context = get_current_context()
         if context["params"].get("manifest"):
@@ -114,8 +114,8 @@ def runway_render_qc() -> None:
         """Check one day's renders, write qc-report.json/.html beside its manifest."""
         import json
 
+        from airflow.providers.common.compat.sdk import AirflowFailException  # Airflow 3.1 too
         from airflow.sdk import ObjectStoragePath
-        from airflow.sdk.exceptions import AirflowFailException
         from media_utils import download_from_storage, frame_difference, probe_video, sample_times, scratch_dir
 
         context = get_current_context()

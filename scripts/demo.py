@@ -7,7 +7,8 @@ On a machine with nothing but this repo installed (``pip install -e .[dev]``), i
    so it is split into several clips) in ``.demo/storage/incoming/<day>/``;
 3. starts the local CometAPI emulator (it renders real restyles with ffmpeg, and serves the
    staged clips at ``/media/...``), creates the ``runway`` pool and the connections;
-4. runs ``runway_media_pipeline`` with ``airflow dags test``, then ``runway_render_qc``;
+4. runs ``runway_media_pipeline`` with ``airflow dags test`` (its spend plan: 9 renders to
+   submit, under the approval threshold), then ``runway_render_qc``;
 5. prints where the stitched videos, posters, contact sheet and QC report are, and the wall time.
 
 No network beyond loopback, no API key. The functions here are also what the end-to-end
@@ -212,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {style:<14} {local_path(out['video'])}  ({out['duration']:g} s)")
         print(f"    {'contact sheet':<14} {local_path(video['contact_sheet'])}")
     print(f"  QC report      {sandbox.published() / 'qc-report.html'}")
+    plan, done = manifest["spend_plan"]["totals"], manifest["renders"]
+    print(
+        f"  Spend plan     {plan['submit']} to submit ({plan['seconds_to_submit']:g} s of video), "
+        f"{plan['reuse_stored']} reused from storage; done: {done['submit']} submitted, "
+        f"{done['resume']} resumed, {done['reuse_stored']} reused"
+    )
     print(f"  Asset events   {len(events)} x {ASSET_NAME} (extra: {events[-1]['extra'] if events else None})")
     print(f"  Notification   {len(notifications)} POST(s) received by the emulator's inbox")
     print(f"  Emulator       {json.dumps({k: v for k, v in stats.items() if not isinstance(v, (dict, list))})}")

@@ -14,11 +14,19 @@ what decides whether a paid submission may be retried.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
 import yarl
+from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from comet_provider.hooks._settings import CometSettings
+
+# A prepared request target: URL, headers and timeouts, built once per (settings, path).
+_Route = tuple[yarl.URL, "CIMultiDict[str]", aiohttp.ClientTimeout]
 
 __all__ = ["AiohttpTransport"]
 
@@ -32,6 +40,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
         self._urls: dict[str, yarl.URL] = {}
+        self._routes: dict[int, tuple[CometSettings, dict[str, _Route]]] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -60,6 +69,40 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             url = self._urls[text] = yarl.URL(text, encoded=True)
         return url
 
+    def _route(self, settings: CometSettings, path: str) -> _Route:
+        # Keyed by identity (the entry holds the settings, so the id stays theirs): hashing the
+        # settings dataclass would cost more than the rest of this lookup.
+        entry = self._routes.get(id(settings))
+        if entry is None or entry[0] is not settings:
+            if len(self._routes) >= 64:
+                self._routes.clear()
+            entry = self._routes[id(settings)] = (settings, {})
+        route = entry[1].get(path)
+        if route is None:
+            spec = settings.timeout_extension["timeout"]
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=spec.get("connect"), sock_read=spec.get("read"), connect=spec.get("pool")
+            )
+            url = yarl.URL(settings.base_url + path, encoded=True)
+            route = entry[1][path] = (url, CIMultiDict(settings.headers.items()), timeout)
+        return route
+
+    async def post(self, settings: CometSettings, path: str, content: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """POST ``content`` (JSON) to ``path``: status, headers and the whole body.
+
+        The poll's own path: no httpx objects built per request (they cost more CPU than the
+        request itself); failures raise the same httpx errors as :meth:`handle_async_request`.
+        """
+        session = self._session
+        if session is None or session.closed:
+            session = self._get_session()
+        url, headers, timeout = self._route(settings, path)
+        try:
+            async with session.post(url, data=content, headers=headers, timeout=timeout, allow_redirects=False) as r:
+                return r.status, r.headers, await r.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _httpx_error(exc, None) from exc
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._get_session()
         try:
@@ -73,20 +116,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=True,
             ) as response:
                 body = await response.read()
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "timed out waiting for the answer", request=request) from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise httpx.RemoteProtocolError(
-                str(exc) or "server closed the connection without answering", request=request
-            ) from exc
-        except aiohttp.InvalidURL as exc:
-            raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _httpx_error(exc, request) from exc
         # Body already decoded by aiohttp: drop the encoding so httpx does not decode it twice.
         headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"content-encoding"]
         return httpx.Response(response.status, headers=headers, content=body, request=request)
@@ -95,3 +126,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
+    """The httpx error for an aiohttp failure. Only a connection that could not be opened is a
+    ``ConnectError``/``ConnectTimeout``: the request never left."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(str(exc), request=request)
+    if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):
+        return httpx.ReadTimeout(str(exc) or "timed out waiting for the answer", request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(str(exc) or "server closed the connection without answering", request=request)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.UnsupportedProtocol(str(exc), request=request)
+    return httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request)

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
+from comet_provider._compat import AirflowFailException, conf
 from comet_provider.exceptions import (
     CometSubmissionUncertainError,
     CometValidationError,
     RunwayTaskNotFoundError,
 )
 from comet_provider.links.runway import VIDEO_URL_XCOM_KEY, RunwayVideoLink
-from comet_provider.models import RunwayStatus
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.definitions.mappedoperator import OperatorPartial
 
     from comet_provider.hooks.comet import CometHook
     from comet_provider.models import RunwayTask
+    from comet_provider.utils.pay_once import Fingerprint, RenderDecision, RenderRecord
 
 __all__ = ["RUNWAY_TASK_ID_XCOM_KEY", "RunwayVideo2VideoOperator"]
 
@@ -32,6 +32,8 @@ __all__ = ["RUNWAY_TASK_ID_XCOM_KEY", "RunwayVideo2VideoOperator"]
 RUNWAY_TASK_ID_XCOM_KEY = "runway_task_id"
 #: task_state_store key holding the submitted render across tries.
 _STATE_KEY = "comet_runway_task"
+#: Mapped instances are named by their prompt unless the DAG sets its own map_index_template.
+_PROMPT_LABEL = "{{ task.prompt | truncate(60) }}"
 
 
 def _seconds(field: str, value: float | timedelta) -> float:
@@ -50,10 +52,14 @@ class RunwayVideo2VideoOperator(BaseOperator):
     ``task_id`` (Runway's), ``status``, ``video_url``, ``poster``, ``last_frame``
     and, when stored, ``output_path``.
 
-    Retries never pay twice: the Runway task id is kept in the task instance's
-    ``task_state_store`` (Airflow 3.3+), so a later try waits on the same render
-    (or finishes a succeeded one) instead of submitting again. Only a failed or
-    cancelled render, or changed inputs, lead to a new submission.
+    A render is paid for once over its whole life (``docs/pay-once.md`` has the
+    table): a render already stored at ``output_path`` for the same inputs is
+    reused without submitting or downloading (reruns, clears, backfills); a later
+    try of this task instance waits on the render an earlier try submitted (kept
+    in ``task_state_store``, Airflow 3.3+); a succeeded render whose link expired
+    is submitted afresh once. Only changed inputs (the request, or the source
+    video's ETag / Last-Modified / size), a failed render, or ``force_render``
+    pay for a new one. The result's ``decision`` says which happened.
 
     :param video: http(s) URL of the source video (templated).
     :param prompt: the style to apply, e.g. "pixelated style" (templated).
@@ -70,7 +76,10 @@ class RunwayVideo2VideoOperator(BaseOperator):
         when it runs out the try fails with a retryable error and the next try
         resumes the same render.
     :param output_path: where to store the finished video (templated): a local path
-        or any ObjectStoragePath URL (``file://``, ``s3://``, ...).
+        or any ObjectStoragePath URL (``file://``, ``s3://``, ...). A sidecar
+        ``<output_path>.comet.json`` records what it was made from.
+    :param force_render: submit a new render even if one is stored for the same
+        inputs (templated: a DAG param or run conf can drive it).
     """
 
     template_fields: Sequence[str] = (
@@ -82,11 +91,18 @@ class RunwayVideo2VideoOperator(BaseOperator):
         "options",
         "callback_url",
         "output_path",
+        "force_render",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"options": "json"}
     ui_color = "#c9b6ff"
     ui_fgcolor = "#1d1147"
     operator_extra_links = (RunwayVideoLink(),)
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> OperatorPartial:
+        # Airflow 3.1's .partial() ignores __init__'s own map_index_template default (3.3 reads it).
+        kwargs.setdefault("map_index_template", _PROMPT_LABEL)
+        return super().partial(**kwargs)
 
     def __init__(
         self,
@@ -104,8 +120,8 @@ class RunwayVideo2VideoOperator(BaseOperator):
         poll_interval: float | timedelta = 10,
         timeout: float | timedelta = timedelta(hours=1),
         output_path: Any = None,
-        # A signature default (not kwargs.setdefault): .partial() reads it from here for mapped tasks.
-        map_index_template: str | None = "{{ task.prompt | truncate(60) }}",
+        force_render: bool | str = False,
+        map_index_template: str | None = _PROMPT_LABEL,
         **kwargs: Any,
     ) -> None:
         super().__init__(map_index_template=map_index_template, **kwargs)
@@ -122,6 +138,8 @@ class RunwayVideo2VideoOperator(BaseOperator):
         self.poll_interval = _seconds("poll_interval", poll_interval)
         self.timeout = _seconds("timeout", timeout)
         self.output_path = output_path
+        self.force_render = force_render
+        self._record_store: _RecordStore | None = None
 
     @cached_property
     def hook(self) -> CometHook:
@@ -129,17 +147,131 @@ class RunwayVideo2VideoOperator(BaseOperator):
 
         return CometHook(self.comet_conn_id)
 
+    def _records(self, context: Context) -> _RecordStore:
+        if self._record_store is None:
+            self._record_store = _RecordStore(context, self.log)
+        return self._record_store
+
     # -- execution -------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = self._request()
-        task, submitted_at = self._resume_or_submit(context, request)
+        fingerprint = self._fingerprint(request)
+        return self._act(context, request, fingerprint, self._decide(context, fingerprint))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after :class:`~comet_provider.triggers.runway.RunwayTaskTrigger` fired."""
+        from comet_provider.utils.polling import task_from_event
+
+        self._record_store = _RecordStore(context, self.log, quiet=True)  # execute already warned this try
+        return self._finish(context, task_from_event(event))
+
+    def on_kill(self) -> None:
+        self.log.warning(
+            "Task stopped. CometAPI documents no cancel endpoint: a submitted Runway render continues "
+            "remotely; its id is in this task's XCom %r and log.",
+            RUNWAY_TASK_ID_XCOM_KEY,
+        )
+
+    # -- submit or reuse (the table is comet_provider.utils.pay_once) -------------------------------
+
+    def _request(self) -> dict[str, Any]:
+        """The validated request, after templating and before any network call."""
+        from comet_provider.utils.validation import check_flag, video2video_request
+
+        try:
+            self.force_render = check_flag("force_render", self.force_render)
+            return video2video_request(
+                video=self.video,
+                prompt=self.prompt,
+                model=self.model,
+                structure_transformation=self.structure_transformation,
+                flip=self.flip,
+                options=self.options,
+                callback_url=self.callback_url,
+            )
+        except CometValidationError as exc:
+            raise AirflowFailException(f"{exc} (task {self.task_id!r}; nothing was sent to CometAPI)") from exc
+
+    def _fingerprint(self, request: dict[str, Any]) -> Fingerprint:
+        from comet_provider.utils.pay_once import Fingerprint
+
+        return Fingerprint.of(request, self.hook.source_identity(request["video"]))
+
+    def _decide(self, context: Context, fingerprint: Fingerprint) -> RenderDecision:
+        from comet_provider.utils.pay_once import decide
+        from comet_provider.utils.stored_render import read_stored_render
+
+        return decide(
+            fingerprint=fingerprint,
+            force_render=bool(self.force_render),
+            stored=read_stored_render(self.output_path) if self.output_path else None,
+            record=self._records(context).load(),
+            lookup=self._lookup,
+        )
+
+    def _lookup(self, record: RenderRecord) -> RunwayTask | None:
+        try:
+            return self.hook.get_task(record.runway_task_id, submitted_at=record.submitted_at)
+        except RunwayTaskNotFoundError:
+            return None
+
+    def _act(
+        self, context: Context, request: dict[str, Any], fingerprint: Fingerprint, decision: RenderDecision
+    ) -> dict[str, Any]:
+        from comet_provider.utils.pay_once import Decision, RenderRecord
+
+        if decision.decision is Decision.REUSE_STORED:
+            return self._reuse(context, decision)
+        if decision.decision is Decision.RESUME:
+            assert decision.task is not None
+            self.log.info(
+                "Resuming Runway task %s from an earlier try (%s); not submitting again.",
+                decision.task.task_id,
+                decision.task.status.value,
+            )
+            return self._wait(context, decision.task)
+        self.log.info("%s; submitting a new render.", decision.reason[:1].upper() + decision.reason[1:])
+        try:
+            task = self.hook.submit_video2video(**request)
+        except CometSubmissionUncertainError as exc:
+            # Not retried by Airflow either: a retry could pay for a second render.
+            raise AirflowFailException(str(exc)) from exc
+        # Recorded before anything else can fail, so a lost worker leaves a retry that resumes.
+        record = RenderRecord(
+            runway_task_id=task.task_id,
+            submitted_at=time.time(),
+            fingerprint=fingerprint,
+            try_number=_try_number(context),
+            forced=bool(self.force_render),
+        )
+        self._records(context).save(record)
+        self.log.info("Submitted Runway task %s.", task.task_id)
+        return self._wait(context, task, record.submitted_at)
+
+    def _reuse(self, context: Context, decision: RenderDecision) -> dict[str, Any]:
+        from comet_provider.models import RunwayStatus, RunwayTask
+        from comet_provider.utils.pay_once import Decision
+
+        assert decision.runway_task_id is not None
+        self.log.info("Reusing the stored render, not submitting or downloading: %s.", decision.reason)
+        ti = context["ti"]
+        ti.xcom_push(key=RUNWAY_TASK_ID_XCOM_KEY, value=decision.runway_task_id)
+        ti.xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        task = RunwayTask(task_id=decision.runway_task_id, status=RunwayStatus.SUCCEEDED, progress=1.0)
+        return {**task.to_dict(), "output_path": str(self.output_path), "decision": Decision.REUSE_STORED.value}
+
+    def _wait(self, context: Context, task: RunwayTask, submitted_at: float | None = None) -> dict[str, Any]:
+        """Wait for ``task`` as this operator is configured to, then finish it."""
         ti = context["ti"]
         ti.xcom_push(key=RUNWAY_TASK_ID_XCOM_KEY, value=task.task_id)
         # The UI computes the extra link at every stop, deferral included: give it a value.
         ti.xcom_push(key=VIDEO_URL_XCOM_KEY, value=task.video_url or "")
+        record = self._records(context).load()
+        if submitted_at is None and record is not None and record.runway_task_id == task.task_id:
+            submitted_at = record.submitted_at
         if not self.wait_for_completion:
-            return {**task.to_dict(), "submitted_at": submitted_at}
+            return {**task.to_dict(), "submitted_at": submitted_at, "decision": self._decision_of(context, task)}
         if task.is_terminal:
             return self._finish(context, task)
         deadline = time.time() + self.timeout
@@ -167,149 +299,112 @@ class RunwayVideo2VideoOperator(BaseOperator):
         from comet_provider.utils.polling import RunwayWaiter, wait_sync
 
         waiter = RunwayWaiter(
-            task.task_id,
-            poll_interval=self.poll_interval,
-            deadline=deadline,
-            submitted_at=submitted_at,
-            log=self.log,
+            task.task_id, poll_interval=self.poll_interval, deadline=deadline, submitted_at=submitted_at, log=self.log
         )
         return self._finish(context, wait_sync(self.hook, waiter))
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after :class:`~comet_provider.triggers.runway.RunwayTaskTrigger` fired."""
-        from comet_provider.triggers.runway import task_from_event
-
-        return self._finish(context, task_from_event(event))
-
-    def on_kill(self) -> None:
-        self.log.warning(
-            "Task stopped. CometAPI documents no cancel endpoint: a submitted Runway render continues "
-            "remotely; its id is in this task's XCom %r and log.",
-            RUNWAY_TASK_ID_XCOM_KEY,
-        )
-
-    # -- steps -------------------------------------------------------------------------------------
-
-    def _request(self) -> dict[str, Any]:
-        """The validated request, after templating and before any network call."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from comet_provider.utils.validation import build_video2video_payload
-
-        try:
-            if self.options is not None and not isinstance(self.options, dict):
-                raise CometValidationError("options", f"expected a dict, got {type(self.options).__name__}")
-            options = dict(self.options or {})
-            if self.structure_transformation is not None:
-                options["structure_transformation"] = self.structure_transformation
-            if self.flip is not None:
-                options["flip"] = self.flip
-            return build_video2video_payload(
-                video=self.video,
-                prompt=self.prompt,
-                model=self.model,
-                options=options,
-                callback_url=self.callback_url,
-            )
-        except CometValidationError as exc:
-            raise AirflowFailException(f"{exc} (task {self.task_id!r}; nothing was sent to CometAPI)") from exc
-
-    def _resume_or_submit(self, context: Context, request: dict[str, Any]) -> tuple[RunwayTask, float]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        store = _ResumeStore(context, self.log)
-        fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
-        saved = store.load()
-        if saved is not None:
-            if saved.get("fingerprint") != fingerprint:
-                self.log.info(
-                    "The inputs changed since Runway task %s was submitted; submitting a new render.",
-                    saved["runway_task_id"],
-                )
-            else:
-                resumed = self._resumable(saved)
-                if resumed is not None:
-                    return resumed, float(saved["submitted_at"])
-        try:
-            task = self.hook.submit_video2video(**request)
-        except CometSubmissionUncertainError as exc:
-            # Not retried by Airflow either: a retry could pay for a second render.
-            raise AirflowFailException(str(exc)) from exc
-        submitted_at = time.time()
-        store.save({"runway_task_id": task.task_id, "submitted_at": submitted_at, "fingerprint": fingerprint})
-        self.log.info("Submitted Runway task %s.", task.task_id)
-        return task, submitted_at
-
-    def _resumable(self, saved: dict[str, Any]) -> RunwayTask | None:
-        task_id = str(saved["runway_task_id"])
-        try:
-            task = self.hook.get_task(task_id, submitted_at=float(saved["submitted_at"]))
-        except RunwayTaskNotFoundError:
-            self.log.warning("Runway task %s from an earlier try is unknown to CometAPI; submitting anew.", task_id)
-            return None
-        if task.status in (RunwayStatus.FAILED, RunwayStatus.CANCELLED):
-            self.log.info(
-                "Runway task %s from an earlier try ended %s (%s); submitting a new render.",
-                task_id,
-                task.status.value,
-                task.fail_reason or "no reason given",
-            )
-            return None
-        self.log.info(
-            "Resuming Runway task %s from an earlier try (%s); not submitting again.",
-            task_id,
-            task.status.value,
-        )
-        return task
-
     def _finish(self, context: Context, task: RunwayTask) -> dict[str, Any]:
         """Decide the outcome of a finished task, store the render, and build the result."""
+        from comet_provider.exceptions import RenderUnavailableError
         from comet_provider.utils.polling import outcome
 
         result = outcome(task)
+        result["decision"] = self._decision_of(context, task)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=task.video_url)
-        if self.output_path:
-            assert task.video_url is not None  # guaranteed for SUCCEEDED by RunwayTask.from_feed
+        if not self.output_path:
+            if result["decision"] == "resume":  # a link from an earlier try or run may have expired
+                assert task.video_url is not None
+                try:
+                    self.hook.check_render_link(task.video_url)
+                except RenderUnavailableError as exc:
+                    return self._after_link_gone(context, task, exc)
+            return result
+        from comet_provider.utils.stored_render import forget_stored_render, write_stored_render
+
+        assert task.video_url is not None  # guaranteed for SUCCEEDED by RunwayTask.from_feed
+        forget_stored_render(self.output_path)  # its sidecar must never describe the bytes replacing it
+        try:
             stored = self.hook.download(task.video_url, self.output_path)
-            self.log.info(
-                "Stored the render (%d bytes, %.1f MB/s) at %s.",
-                stored.size_bytes,
-                stored.size_bytes / 1e6 / max(stored.seconds, 1e-6),
-                stored.destination,
-            )
-            result["output_path"] = stored.destination
+        except RenderUnavailableError as exc:
+            return self._after_link_gone(context, task, exc)
+        request = self._request()
+        # What the render was made from: the record of its submission, else the inputs now.
+        record = self._records(context).load()
+        made_from = record.fingerprint if record and record.runway_task_id == task.task_id else None
+        write_stored_render(
+            self.output_path,
+            runway_task_id=task.task_id,
+            fingerprint=made_from or self._fingerprint(request),
+            size_bytes=stored.size_bytes,
+            video=request["video"],
+        )
+        self.log.info(
+            "Stored the render (%d bytes, %.1f MB/s) at %s.",
+            stored.size_bytes,
+            stored.size_bytes / 1e6 / max(stored.seconds, 1e-6),
+            stored.destination,
+        )
+        result["output_path"] = stored.destination
         return result
 
+    def _after_link_gone(self, context: Context, task: RunwayTask, error: Exception) -> dict[str, Any]:
+        """A succeeded render whose link no longer serves it: submit afresh once, never in a loop."""
+        from dataclasses import replace
 
-class _ResumeStore:
-    """The Runway task of this task instance, kept across tries in ``task_state_store``."""
+        store = self._records(context)
+        record = store.load()
+        if record is None or record.runway_task_id != task.task_id or record.try_number == _try_number(context):
+            raise AirflowFailException(
+                f"Runway task {task.task_id} was rendered in this try but its output cannot be fetched "
+                f"({error}). Not submitting again automatically: check the render host and storage."
+            ) from error
+        self.log.warning("%s Submitting a new render once.", error)
+        store.save(replace(record, link_gone=True))
+        request = self._request()
+        fingerprint = self._fingerprint(request)
+        return self._act(context, request, fingerprint, self._decide(context, fingerprint))
 
-    def __init__(self, context: Context, log: Any) -> None:
+    def _decision_of(self, context: Context, task: RunwayTask) -> str:
+        """``submit`` when this try paid for ``task``, else ``resume``: derived, not stored."""
+        from comet_provider.utils.pay_once import Decision
+
+        record = self._records(context).load()
+        fresh = record is None or (record.runway_task_id == task.task_id and record.try_number == _try_number(context))
+        return (Decision.SUBMIT if fresh else Decision.RESUME).value
+
+
+def _try_number(context: Context) -> int | None:
+    value = getattr(context.get("ti"), "try_number", None)
+    return value if isinstance(value, int) else None
+
+
+class _RecordStore:
+    """The Runway task this task instance submitted, kept across tries and clears in ``task_state_store``."""
+
+    def __init__(self, context: Context, log: Any, *, quiet: bool = False) -> None:
         self._log = log
         self._store = context.get("task_state_store")
-        if self._store is None:
+        if self._store is None and not quiet:
             log.warning(
                 "This Airflow has no task_state_store (Airflow 3.3+): a retry of this task cannot "
-                "resume its Runway render and will submit a new one."
+                "resume its Runway render and will submit a new one (a render already stored at "
+                "output_path is still reused)."
             )
 
-    def load(self) -> dict[str, Any] | None:
-        if self._store is None:
-            return None
-        value = self._store.get(_STATE_KEY)
-        if isinstance(value, dict) and value.get("runway_task_id") and value.get("submitted_at"):
-            return value
-        return None
+    def load(self) -> RenderRecord | None:
+        from comet_provider.utils.pay_once import RenderRecord
 
-    def save(self, value: dict[str, Any]) -> None:
+        return None if self._store is None else RenderRecord.from_dict(self._store.get(_STATE_KEY))
+
+    def save(self, record: RenderRecord) -> None:
         if self._store is None:
             return
         try:
-            self._store.set(_STATE_KEY, value)
+            self._store.set(_STATE_KEY, record.to_dict())
         except Exception as exc:  # the render is paid for: keep waiting on it rather than fail
             self._log.error(
                 "Could not record Runway task %s for resumption (%s): if this try fails, a retry will "
                 "submit a new render.",
-                value["runway_task_id"],
+                record.runway_task_id,
                 exc,
             )

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--media-dir", help="served at /media/ (where pipelines stage source clips)")
     p.add_argument("--data-dir", help="renders, sources and blobs (default: a temp dir removed on exit)")
     p.add_argument("--public-url", help="base of URLs in payloads (default: the listening URL)")
+    p.add_argument("--link-ttl", type=float, help="seconds render links work after success (default: forever)")
     p.add_argument(
         "--no-version-header",
         action="store_true",
@@ -69,6 +70,7 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "media_dir": args.media_dir,
         "data_dir": args.data_dir,
         "public_url": args.public_url,
+        "link_ttl": args.link_ttl,
     }
     config.update({k: v for k, v in flags.items() if v is not None})
     if args.no_version_header:

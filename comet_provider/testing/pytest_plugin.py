@@ -1,6 +1,14 @@
-"""pytest fixtures for the CometAPI emulator (registered via the ``pytest11`` entry point).
+"""pytest fixtures for the CometAPI emulator: ``comet_emulator``, ``comet_emulator_session``,
+``comet_emulator_factory`` and ``sample_video``.
 
-Heavy imports happen inside the fixtures: this module is loaded by every pytest run.
+Opt-in: installing the provider loads nothing into your pytest runs. To use the
+fixtures, name the plugin in the ``conftest.py`` at your rootdir (pytest only
+accepts ``pytest_plugins`` there)::
+
+    pytest_plugins = ["comet_provider.testing.pytest_plugin"]
+
+or pass ``-p comet_provider.testing.pytest_plugin`` (e.g. in ``addopts``).
+Heavy imports happen inside the fixtures, so loading the plugin stays cheap.
 """
 
 from __future__ import annotations

@@ -69,10 +69,18 @@ class RetryPolicy:
         return delay
 
     def start(
-        self, *, idempotent: bool = True, on_retry: Callable[[CometError, float, int], None] | None = None
+        self,
+        *,
+        idempotent: bool = True,
+        on_retry: Callable[[CometError, float, int], None] | None = None,
+        started: float | None = None,
     ) -> Retrying:
-        """Track one call's attempts: ``delay = retrying.after(error)`` raises once it is time to give up."""
-        return Retrying(self, idempotent, on_retry)
+        """Track one call's attempts: ``delay = retrying.after(error)`` raises once it is time to give up.
+
+        :param started: ``time.monotonic()`` when the call began, if before now (a tracker made
+            only once the first attempt failed).
+        """
+        return Retrying(self, idempotent, on_retry, started)
 
 
 class Retrying:
@@ -80,11 +88,13 @@ class Retrying:
 
     __slots__ = ("_idempotent", "_on_retry", "_policy", "_started", "attempt")
 
-    def __init__(self, policy: RetryPolicy, idempotent: bool, on_retry: RetryCallback | None) -> None:
+    def __init__(
+        self, policy: RetryPolicy, idempotent: bool, on_retry: RetryCallback | None, started: float | None = None
+    ) -> None:
         self._policy = policy
         self._idempotent = idempotent
         self._on_retry = on_retry
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
         self.attempt = 0
 
     def after(self, error: CometError) -> float:

@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 
 from comet_provider.exceptions import CometValidationError
 
-__all__ = ["MAX_PROMPT_CHARS", "build_video2video_payload", "check_http_url", "check_task_id"]
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "build_video2video_payload",
+    "check_flag",
+    "check_http_url",
+    "check_task_id",
+    "video2video_request",
+]
 
 #: Runway's limit for prompt text.
 MAX_PROMPT_CHARS = 1000
@@ -106,3 +113,39 @@ def build_video2video_payload(
     if callback_url is not None and callback_url != "":
         body["callback_url"] = check_http_url("callback_url", callback_url)
     return body
+
+
+def video2video_request(
+    *,
+    video: Any,
+    prompt: Any,
+    model: Any = "gen4",
+    structure_transformation: Any = None,
+    flip: Any = None,
+    options: Any = None,
+    callback_url: Any = None,
+) -> dict[str, Any]:
+    """The operator's arguments as the validated request body (the operator and the spend plan share it)."""
+    if options is not None and not isinstance(options, Mapping):
+        raise CometValidationError("options", f"expected a dict, got {type(options).__name__}")
+    merged = dict(options or {})
+    if structure_transformation is not None:
+        merged["structure_transformation"] = structure_transformation
+    if flip is not None:
+        merged["flip"] = flip
+    return build_video2video_payload(video=video, prompt=prompt, model=model, options=merged, callback_url=callback_url)
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", "", "none"})
+
+
+def check_flag(field: str, value: Any) -> bool:
+    """A bool, or its text as a template renders it ("True", "false", ...)."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise CometValidationError(field, f"expected true or false, got {value!r}")

@@ -15,7 +15,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "dags"
-DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if p.name != "media_utils.py")
+HELPER_MODULES = ("media_utils.py", "clip_staging.py", "pipeline_settings.py", "spend_plan.py")
+DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if p.name not in HELPER_MODULES)
 EXPECTED_DAGS = {"runway_restyle_minimal", "runway_media_pipeline", "runway_render_qc"}
 ASSET_NAME = "comet_runway_restyled_videos"
 
@@ -34,8 +35,9 @@ def test_every_dag_file_imports_without_errors(dagbag: Any) -> None:
 
 
 def test_helpers_are_not_parsed_as_dags() -> None:
-    ignore = (DAGS_FOLDER / ".airflowignore").read_text()
-    assert "media_utils.py" in ignore
+    ignored = (DAGS_FOLDER / ".airflowignore").read_text().split()
+    assert set(HELPER_MODULES) <= set(ignored)
+    assert {p.name for p in DAGS_FOLDER.glob("*.py")} == {p.name for p in DAG_FILES} | set(HELPER_MODULES)
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
@@ -64,12 +66,22 @@ def test_media_pipeline_structure(dagbag: Any) -> None:
 
     dag = dagbag.dags["runway_media_pipeline"]
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
-    assert set(dag.params) == {"date", "styles", "clip_seconds"}
+    assert set(dag.params) == {
+        "date",
+        "styles",
+        "clip_seconds",
+        "max_renders_per_run",
+        "approval_over_renders",
+        "force_render",
+    }
     order = [
         "settings",
         "find_source_videos",
         "split_into_clips",
         "plan_renders",
+        "spend_plan",
+        "approval_needed",
+        "approve_spend",
         "restyle",
         "group_renders",
         "stitch_style",
@@ -88,16 +100,38 @@ def test_media_pipeline_structure(dagbag: Any) -> None:
     assert restyle.pool == "runway"
     assert restyle.partial_kwargs["retries"] == 2
     assert "task.output_path" in restyle.partial_kwargs["map_index_template"]
+    # no approval needed skips approve_spend, and restyle must still run; a failed plan stops it
+    assert restyle.trigger_rule == "none_failed_min_one_success"
+    assert restyle.upstream_task_ids == {"plan_renders", "approve_spend"}
     for task_id in ("split_into_clips", "stitch_style"):
         mapped = dag.get_task(task_id)
         assert type(mapped).__name__ == "DecoratedMappedOperator"
         assert mapped.partial_kwargs["map_index_template"]
 
     (outlet,) = dag.get_task("publish").outlets
+    assert "spend_plan" in dag.get_task("publish").upstream_task_ids
     assert outlet.name == ASSET_NAME
     notify = dag.get_task("notify")
     assert isinstance(notify, HttpOperator) and notify.method == "POST"
     assert "notify_conn_id" in notify.http_conn_id
+
+
+def test_spend_approval_uses_airflows_own_approval_operator(dagbag: Any) -> None:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    dag = dagbag.dags["runway_media_pipeline"]
+    gate = dag.get_task("approval_needed")
+    assert type(gate).__name__ == "_ShortCircuitDecoratedOperator"
+    # skip only approve_spend, so restyle's own trigger rule decides
+    assert gate.ignore_downstream_trigger_rules is False
+    assert gate.downstream_task_ids == {"approve_spend"}
+    approve = dag.get_task("approve_spend")
+    assert isinstance(approve, ApprovalOperator)
+    # a rejection skips restyle (its direct downstream) whatever its trigger rule says; not a failure
+    assert approve.downstream_task_ids == {"restyle"}
+    assert not approve.fail_on_reject
+    assert approve.retries == 0
+    assert "spend_plan" in approve.body and "approval" in approve.subject
 
 
 def test_restyle_label_template_renders_readable_names() -> None:

@@ -2,15 +2,24 @@
 
 The same runner as ``make demo`` (scripts/demo.py): a 10 s source video is split into 3 clips,
 restyled in 3 styles (9 renders), stitched, published and announced; then the QC DAG runs
-on the Asset event, a day without videos is skipped, and a rerun of the day with other
+on the Asset event. The spend plan: a rerun of the day reuses every stored render (0
+submissions), a run over ``max_renders_per_run`` fails before submitting, a run over
+``approval_over_renders`` waits for a person (answered here through the same code as the
+REST API's): rejected it submits nothing, approved with ``force_render`` it pays for every
+render again. Then a day without videos is skipped, and a rerun of the day with other
 settings replaces its files instead of adding to them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -36,9 +45,34 @@ def e2e(demo: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             inbox=sandbox.emulator.inbox(demo.NOTIFY_INBOX),
             stats=sandbox.emulator.stats(),
             snapshot=root.parent / "first-run",
+            renders=_digests(sandbox.storage / "renders"),
+            plan=_xcom(sandbox, "spend_plan"),
         )
         shutil.copytree(published, first.snapshot)  # later runs rewrite the day's files
         yield SimpleNamespace(demo=demo, sandbox=sandbox, source=source, run=run, first=first)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.mp4"))
+    }
+
+
+def _latest_run_id(sandbox: Any) -> str:
+    ((run_id,),) = sandbox.airflow.query(
+        "SELECT run_id FROM dag_run WHERE dag_id = 'runway_media_pipeline' ORDER BY id DESC LIMIT 1"
+    )
+    return str(run_id)
+
+
+def _xcom(sandbox: Any, task_id: str, key: str = "return_value") -> Any:
+    rows = sandbox.airflow.query(
+        "SELECT value FROM xcom WHERE dag_id = 'runway_media_pipeline' AND run_id = ? AND task_id = ? AND key = ?",
+        _latest_run_id(sandbox),
+        task_id,
+        key,
+    )
+    return json.loads(rows[0][0]) if rows else None
 
 
 def _rendered_names(e2e: SimpleNamespace, task_id: str) -> list[str]:
@@ -51,7 +85,8 @@ def _rendered_names(e2e: SimpleNamespace, task_id: str) -> list[str]:
 
 
 def test_every_task_succeeded_with_readable_mapped_names(e2e: SimpleNamespace) -> None:
-    states = e2e.first.states
+    states = dict(e2e.first.states)
+    assert states.pop("approve_spend") == ["skipped"]  # under approval_over_renders: not asked
     assert all(s == "success" for per_task in states.values() for s in per_task), states
     assert len(states["restyle"]) == 9 and len(states["stitch_style"]) == 3
     names = _rendered_names(e2e, "restyle")
@@ -131,6 +166,153 @@ def test_qc_dag_runs_on_the_asset_and_passes(e2e: SimpleNamespace) -> None:
     assert "all checks passed" in (e2e.sandbox.published() / "qc-report.html").read_text()
 
 
+def test_the_spend_plan_of_a_new_day_submits_every_render_without_approval(e2e: SimpleNamespace) -> None:
+    plan = e2e.first.plan
+    totals = plan["totals"]
+    assert (totals["renders"], totals["submit"], totals["reuse_stored"], totals["resume"]) == (9, 9, 0, 0)
+    assert totals["seconds_to_submit"] == pytest.approx(3 * 10.0, abs=0.5)  # 3 styles x the 10 s video
+    assert not plan["approval_required"] and not plan["over_cap"]
+    assert plan["limits"] == {"max_renders_per_run": 100, "approval_over_renders": 50}
+    states = e2e.first.states
+    assert states["approval_needed"] == ["success"] and states["approve_spend"] == ["skipped"]
+    assert "Spend plan: 9 render(s) for 2025-06-01: 9 to submit" in e2e.run.output
+    # the manifest has the plan and what each restyle did
+    manifest = e2e.first.manifest
+    assert manifest["spend_plan"]["totals"] == totals
+    assert manifest["renders"] == {"renders": 9, "submit": 9, "resume": 0, "reuse_stored": 0}
+    neon = manifest["videos"][0]["styles"]["neon"]["renders"]
+    assert [(r["clip"], r["decision"]) for r in neon] == [(f"clip_00{i}", "submit") for i in range(3)]
+    assert len({r["runway_task_id"] for s in manifest["videos"][0]["styles"].values() for r in s["renders"]}) == 9
+
+
+def test_rerunning_the_same_day_reuses_every_stored_render(e2e: SimpleNamespace) -> None:
+    demo, sandbox = e2e.demo, e2e.sandbox
+    run = sandbox.dags_test(demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, log_name="rerun-same")
+    assert run.ok, run.tail()
+    plan = _xcom(sandbox, "spend_plan")
+    assert (plan["totals"]["submit"], plan["totals"]["reuse_stored"], plan["totals"]["seconds_to_submit"]) == (0, 9, 0)
+    assert sandbox.emulator.stats(tasks=False)["submissions"] == 9  # nothing new since the first run
+    manifest = json.loads((sandbox.published() / "manifest.json").read_text())
+    assert manifest["renders"] == {"renders": 9, "submit": 0, "resume": 0, "reuse_stored": 9}
+    first_ids = {s: v["runway_ids"] for s, v in e2e.first.manifest["videos"][0]["styles"].items()}
+    assert {s: v["runway_ids"] for s, v in manifest["videos"][0]["styles"].items()} == first_ids
+    assert _digests(sandbox.storage / "renders") == e2e.first.renders
+    assert sandbox.airflow.task_states(demo.PIPELINE_DAG)["restyle"] == ["success"] * 9
+
+
+def test_a_run_over_max_renders_per_run_fails_before_submitting(e2e: SimpleNamespace) -> None:
+    demo, sandbox = e2e.demo, e2e.sandbox
+    before = sandbox.emulator.stats(tasks=False)["submissions"]
+    conf = {"force_render": True, "max_renders_per_run": 4}
+    run = sandbox.dags_test(demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, conf=conf, log_name="over-cap")
+    assert not run.ok
+    assert "would submit 9 render(s)" in run.output and "max_renders_per_run = 4" in run.output
+    states = sandbox.airflow.task_states(demo.PIPELINE_DAG)
+    assert states["spend_plan"] == ["failed"]
+    for task_id in ("approval_needed", "approve_spend", "restyle", "publish", "notify"):
+        assert states[task_id] == ["upstream_failed"], (task_id, states)
+    assert sandbox.emulator.stats(tasks=False)["submissions"] == before
+    assert _digests(sandbox.storage / "renders") == e2e.first.renders
+
+
+# Answers a waiting approval with the very function behind the REST API's
+# PATCH .../taskInstances/approve_spend/-1/hitlDetails (no api-server under `dags test`).
+_RESPOND = """
+import sys
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+from airflow.utils.session import create_session
+
+dag_id, run_id, option = sys.argv[1:]
+with create_session() as session:
+    update_hitl_detail(
+        dag_id=dag_id,
+        dag_run_id=run_id,
+        task_id="approve_spend",
+        update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[option], params_input={}),
+        user=SimpleAuthManagerUser(username="reviewer", role="admin"),
+        session=session,
+        map_index=-1,
+    )
+"""
+
+
+def _run_answering_the_approval(e2e: SimpleNamespace, conf: dict[str, Any], option: str, log_name: str) -> Any:
+    """``dags test`` with ``conf``; once approve_spend waits, answer ``option``. Returns what the approval showed."""
+    demo, sandbox = e2e.demo, e2e.sandbox
+    airflow = Path(sys.executable).with_name("airflow")
+    env = sandbox.airflow.env(sandbox.env)
+    command = [str(airflow), "dags", "test", demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, "--conf", json.dumps(conf)]
+    # `dags test` replaces the earlier run of the same logical date (SQLite may reuse its id)
+    earlier_runs = {run_id for (run_id,) in sandbox.airflow.query("SELECT run_id FROM dag_run")}
+    with (sandbox.logs / f"{log_name}.log").open("w") as log:
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            waiting: list[tuple[Any, ...]] = []
+            give_up = time.monotonic() + 600  # a bound on a hang, not a measurement
+            while not waiting:
+                assert proc.poll() is None, (sandbox.logs / f"{log_name}.log").read_text()[-3000:]
+                assert time.monotonic() < give_up, "approve_spend never waited for input"
+                time.sleep(1)
+                rows = sandbox.airflow.query(
+                    "SELECT h.subject, h.body, ti.run_id FROM hitl_detail h JOIN task_instance ti ON ti.id = h.ti_id "
+                    "WHERE ti.dag_id = ? AND ti.task_id = 'approve_spend' AND ti.state = 'awaiting_input'",
+                    demo.PIPELINE_DAG,
+                )
+                waiting = [row for row in rows if row[2] not in earlier_runs]
+            ((subject, body, run_id),) = waiting
+            # the plan is decided and nothing was submitted while the run waits
+            waited = SimpleNamespace(
+                subject=subject, body=body, submissions=sandbox.emulator.stats(False)["submissions"]
+            )
+            answer = [sys.executable, "-c", _RESPOND, demo.PIPELINE_DAG, run_id, option]
+            subprocess.run(answer, env=env, check=True, capture_output=True, timeout=300)
+            proc.wait(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    waited.returncode = proc.returncode
+    waited.output = (sandbox.logs / f"{log_name}.log").read_text()
+    return waited
+
+
+APPROVAL_CONF = {"force_render": True, "approval_over_renders": 4}
+
+
+def test_a_rejected_spend_plan_submits_nothing(e2e: SimpleNamespace) -> None:
+    sandbox = e2e.sandbox
+    before = sandbox.emulator.stats(tasks=False)["submissions"]
+    waited = _run_answering_the_approval(e2e, APPROVAL_CONF, "Reject", "approval-rejected")
+    assert waited.submissions == before
+    assert waited.subject == "Submit 9 Runway render(s) (30 s of video) for 2025-06-01?"
+    assert "`approval_over_renders` = 4" in waited.body and "| city-walk | neon | 3 | 3 |" in waited.body
+    assert waited.returncode == 0, waited.output[-3000:]  # a "no" is an answer, not a failure
+    states = sandbox.airflow.task_states(e2e.demo.PIPELINE_DAG)
+    assert states["approve_spend"] == ["success"]
+    for task_id in ("restyle", "group_renders", "stitch_style", "publish", "notify"):
+        assert states[task_id] == ["skipped"], (task_id, states)
+    assert sandbox.emulator.stats(tasks=False)["submissions"] == before
+    assert _digests(sandbox.storage / "renders") == e2e.first.renders
+
+
+def test_an_approved_force_render_run_pays_for_every_render_again(e2e: SimpleNamespace) -> None:
+    sandbox = e2e.sandbox
+    before = sandbox.emulator.stats(tasks=False)["submissions"]
+    waited = _run_answering_the_approval(e2e, APPROVAL_CONF, "Approve", "approval-approved")
+    assert waited.submissions == before
+    assert waited.returncode == 0, waited.output[-3000:]
+    assert sandbox.emulator.stats(tasks=False)["submissions"] == before + 9
+    states = sandbox.airflow.task_states(e2e.demo.PIPELINE_DAG)
+    assert states["approve_spend"] == ["success"] and states["restyle"] == ["success"] * 9
+    manifest = json.loads((sandbox.published() / "manifest.json").read_text())
+    assert manifest["renders"] == {"renders": 9, "submit": 9, "resume": 0, "reuse_stored": 0}
+    assert manifest["spend_plan"]["force_render"] is True and manifest["spend_plan"]["approval_required"]
+    first_ids = {i for s in e2e.first.manifest["videos"][0]["styles"].values() for i in s["runway_ids"]}
+    new_ids = {i for s in manifest["videos"][0]["styles"].values() for i in s["runway_ids"]}
+    assert len(new_ids) == 9 and not new_ids & first_ids
+
+
 def test_a_day_without_videos_is_skipped(e2e: SimpleNamespace) -> None:
     demo, sandbox = e2e.demo, e2e.sandbox
     before = len(sandbox.asset_events())
@@ -146,6 +328,8 @@ def test_a_day_without_videos_is_skipped(e2e: SimpleNamespace) -> None:
 def test_rerunning_a_day_replaces_its_files(e2e: SimpleNamespace) -> None:
     """Same day again with one style and longer clips: the day's clips, renders and manifest are replaced."""
     demo, sandbox = e2e.demo, e2e.sandbox
+    before = sandbox.emulator.stats(tasks=False)["submissions"]
+    events_before = len(sandbox.asset_events())
     conf = {"styles": {"neon": "neon cyberpunk glow"}, "clip_seconds": 6}
     run = sandbox.dags_test(demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, conf=conf, log_name="rerun")
     assert run.ok, run.tail()
@@ -160,8 +344,10 @@ def test_rerunning_a_day_replaces_its_files(e2e: SimpleNamespace) -> None:
     assert list(manifest["videos"][0]["styles"]) == ["neon"] and manifest["videos"][0]["clips"] == 2
     assert len(list(sandbox.storage.glob("published/*/manifest.json"))) == 1
     assert mu.probe_video(sandbox.published() / "city-walk" / "neon.mp4").duration == pytest.approx(10.0, abs=0.3)
+    assert sandbox.emulator.stats(tasks=False)["submissions"] == before + 2
+    assert manifest["renders"]["submit"] == 2  # new clips: new inputs
     events = sandbox.asset_events()
-    assert [e["extra"]["date"] for e in events] == [demo.DEMO_DAY, demo.DEMO_DAY]
+    assert len(events) == events_before + 1 and events[-1]["extra"]["date"] == demo.DEMO_DAY
 
 
 def test_minimal_dag_restyles_one_video(e2e: SimpleNamespace) -> None:

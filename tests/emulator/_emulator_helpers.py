@@ -16,6 +16,18 @@ from comet_provider.testing.render import ffmpeg_exe
 HEADERS = {"Authorization": "Bearer test-key", "X-Runway-Version": "2024-11-06"}
 TERMINAL = {"SUCCESS", "FAILURE"}
 SSL = ssl.create_default_context()  # one for all clients: creating one per client costs ~50 ms
+#: Every place the emulator can put a render's URL in a feed answer (it rotates through them).
+URL_FIELDS = {
+    "video_url": lambda d: d.get("video_url"),
+    "result_url": lambda d: d.get("result_url"),
+    "output": lambda d: (d["data"].get("output") or [None])[0],
+    "inner_video_url": lambda d: d["data"].get("video_url"),
+}
+
+
+def all_urls(wrapper: dict[str, Any]) -> dict[str, str]:
+    """The render URLs in a feed answer, by placement."""
+    return {name: url for name, get in URL_FIELDS.items() if (url := get(wrapper))}
 
 
 class Api:

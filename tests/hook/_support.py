@@ -1,4 +1,4 @@
-"""Shared pieces of the hook tests: the key, a fast retry policy, and the two ways to wait."""
+"""Shared pieces of the hook tests: the key, a fast retry policy, and the two ways to wait (sync and async)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import socket
 import time
 from typing import Any
 
-from comet_provider.exceptions import CometError
 from comet_provider.hooks.comet import CometHook
 from comet_provider.models import RunwayTask
-from comet_provider.utils.polling import RunwayWaiter, wait_sync
+from comet_provider.utils.polling import RunwayWaiter, await_task, wait_sync
 from comet_provider.utils.retry import RetryPolicy
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
@@ -46,21 +45,10 @@ def submit_and_wait_sync(hook: CometHook, video: str, prompt: str = "pixelated s
 async def submit_and_wait_async(
     hook: CometHook, video: str, prompt: str = "pixelated style", **kwargs: Any
 ) -> RunwayTask:
-    """The trigger's loop (same waiter), driven by the hook's async twins."""
+    """The trigger's own wait (``await_task``), through the hook's async twins."""
     submitted_at = time.time()
     task = await hook.asubmit_video2video(video, prompt, **kwargs)
-    waiter = new_waiter(hook, task.task_id, submitted_at)
-    while True:
-        try:
-            current = await hook.aget_task(task.task_id, submitted_at=submitted_at)
-        except CometError as exc:
-            waiter.on_error(exc)
-        else:
-            if waiter.on_task(current):
-                return current
-        if waiter.expired():
-            raise waiter.timeout_error()
-        await asyncio.sleep(waiter.next_sleep())
+    return await await_task(hook, new_waiter(hook, task.task_id, submitted_at))
 
 
 def run_flow(mode: str, hook: CometHook, video: str, prompt: str = "pixelated style", **kwargs: Any) -> RunwayTask:

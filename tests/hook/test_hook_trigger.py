@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -16,12 +17,13 @@ import aiohttp
 import pytest
 from airflow.sdk import BaseHook, Connection
 
-from comet_provider.exceptions import RunwayTaskFailedError, RunwayTaskTimeoutError
+from comet_provider.exceptions import RunwayTaskFailedError, RunwayTaskNotFoundError, RunwayTaskTimeoutError
 from comet_provider.hooks.comet import CometHook
 from comet_provider.models import RunwayStatus
 from comet_provider.testing import CometEmulator
 from comet_provider.triggers import runway as trigger_module
-from comet_provider.triggers.runway import RunwayTaskTrigger, task_from_event
+from comet_provider.triggers.runway import RunwayTaskTrigger
+from comet_provider.utils.polling import task_from_event
 
 from ._support import FAST_RETRY, FEED_FAULT_KINDS, SCRIPTED_FEED_FAULTS, SECRET
 
@@ -109,17 +111,26 @@ def test_success_event_and_download(
 ) -> None:
     task_id, submitted_at = submit(hook, clip_url)
 
-    def blocking(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the trigger must not use blocking connection lookups")
+    loop_thread = threading.get_ident()  # run_checked runs the loop on this thread
 
-    monkeypatch.setattr(BaseHook, "get_connection", classmethod(blocking))
-    monkeypatch.setattr(Connection, "extra_dejson", property(blocking))
+    # Below Airflow 3.3.2 common-compat does these sync lookups in a worker thread: allowed there.
+    def blocking(original: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread:
+                raise AssertionError("the trigger must not use blocking connection lookups")
+            return original(*args, **kwargs)
+
+        return call
+
+    get_connection = BaseHook.get_connection.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(blocking(get_connection)))
+    monkeypatch.setattr(Connection, "extra_dejson", property(blocking(Connection.extra_dejson.fget)))  # type: ignore[attr-defined]
     event, complaints, sessions = run_checked(lambda: only_event(new_trigger(task_id, submitted_at)))
     monkeypatch.undo()
 
     assert complaints == []
     assert sessions >= 1  # the check above had something to look at
-    assert event["status"] == "success"
+    assert event["status"] == "finished"
     assert event["runway_task_id"] == task_id
     done = task_from_event(event)
     assert done.status is RunwayStatus.SUCCEEDED
@@ -135,8 +146,7 @@ def test_failed_event_for_a_safety_refusal(emu: CometEmulator, clip_url: str, ho
     event, complaints, sessions = run_checked(lambda: only_event(new_trigger(task_id, submitted_at)))
     assert complaints == []
     assert sessions >= 1  # the check above had something to look at
-    assert event["status"] == "failed"
-    assert "SAFETY.INPUT.TEXT" in event["message"]
+    assert event["status"] == "finished"
     failed = task_from_event(event)
     assert failed.status is RunwayStatus.FAILED
     with pytest.raises(RunwayTaskFailedError) as info:
@@ -148,7 +158,7 @@ def test_failed_event_for_a_safety_refusal(emu: CometEmulator, clip_url: str, ho
 def test_cancelled_render_is_a_failed_event(emu: CometEmulator, clip_url: str, hook: CometHook) -> None:
     task_id, submitted_at = submit(hook, clip_url, "[cancel] noir")
     event, _, _ = run_checked(lambda: only_event(new_trigger(task_id, submitted_at)))
-    assert event["status"] == "failed"
+    assert event["status"] == "finished"
     assert task_from_event(event).status is RunwayStatus.CANCELLED
 
 
@@ -186,7 +196,7 @@ def test_transient_faults_do_not_end_the_wait(
     event, complaints, sessions = run_checked(lambda: only_event(new_trigger(task_id, submitted_at)))
     assert complaints == []
     assert sessions >= 1  # the check above had something to look at
-    assert event["status"] == "success", event
+    assert event["status"] == "finished", event
     assert task_from_event(event).video_url
     faults = emu.stats()["faults"]
     for kind in ("drop", "slow", "task_not_exist", "503_html", "500", "429"):
@@ -209,7 +219,7 @@ def test_triggers_share_the_loop_pool_and_close_it_at_the_end(
     events, complaints, sessions = run_checked(both)
     assert complaints == []
     assert sessions == 1  # one connection pool for every trigger on the loop
-    assert [e["status"] for e in events] == ["success", "success"]
+    assert [task_from_event(e).status for e in events] == [RunwayStatus.SUCCEEDED] * 2
     assert [e["runway_task_id"] for e in events] == [quick_id, slow_id]
 
 
@@ -228,3 +238,19 @@ def test_wrong_key_ends_with_an_error_event_without_the_key(
     assert "sk-wrong-key-000000" not in text
     assert SECRET not in text
     assert emu.stats(tasks=False)["auth_failures"] == 1
+
+
+def test_wrong_id_ends_with_a_not_found_error_after_the_grace_period(
+    emu: CometEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class QuickGraceHook(FastRetryHook):
+        def __init__(self, comet_conn_id: str = CometHook.default_conn_name, **kwargs: Any) -> None:
+            super().__init__(comet_conn_id, not_found_grace=0.3, **kwargs)
+
+    monkeypatch.setattr(trigger_module, "CometHook", QuickGraceHook)
+    event, complaints, _ = run_checked(lambda: only_event(new_trigger("no-such-task", time.time())))
+    assert complaints == []
+    assert event["status"] == "error"
+    with pytest.raises(RunwayTaskNotFoundError, match="no-such-task"):
+        task_from_event(event)
+    assert emu.stats(tasks=False)["feeds"] > 1  # "not visible yet" during the grace period

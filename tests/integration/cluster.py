@@ -461,6 +461,24 @@ class AirflowCluster:
         if proc.returncode != 0:
             raise ClusterError(f"airflow db migrate failed\n{tail(log_path)}")
 
+    def cli(self, *args: str, timeout: float = 180) -> str:
+        """Run ``airflow <args>`` against this cluster; returns its output (also in ``cli.log``)."""
+        proc = subprocess.run(
+            [AIRFLOW_BIN, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.work_dir,
+            stdin=subprocess.DEVNULL,
+        )
+        output = proc.stdout + proc.stderr
+        with (self.logs_dir / "cli.log").open("a") as log:
+            log.write(f"\n===== airflow {' '.join(args)} -> {proc.returncode} =====\n{output}")
+        if proc.returncode != 0:
+            raise ClusterError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{output[-3000:]}")
+        return output
+
     def start_component(self, kind: str, name: str | None = None) -> Component:
         """Start one component (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``)."""
         name = name or kind
@@ -606,6 +624,29 @@ class AirflowCluster:
                 if workload != "<idle>":
                     titles.append(workload)
         return titles
+
+    def task_process(self, ti_id: str) -> psutil.Process | None:
+        """The process running task instance ``ti_id``'s code (forked by its worker), if one is alive.
+
+        The worker supervises the task from its own process (titled ``WORKER_TITLE <ti id>``);
+        the task's code runs in a child it forks, titled ``airflow worker -- <ti id>``.
+        """
+        scheduler = self.components.get("scheduler")
+        if scheduler is None or not scheduler.alive():
+            return None
+        try:
+            children = psutil.Process(scheduler.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        for proc in children:
+            try:
+                title = " ".join(proc.cmdline())
+                parent_title = " ".join(psutil.Process(proc.ppid()).cmdline())
+            except (psutil.Error, OSError):
+                continue
+            if ti_id in title and parent_title.startswith(WORKER_TITLE) and ti_id in parent_title:
+                return proc
+        return None
 
     def marked_processes(self) -> list[psutil.Process]:
         """Every live process that carries this cluster's environment marker."""
@@ -806,9 +847,16 @@ class AirflowCluster:
     def import_errors(self) -> list[dict[str, Any]]:
         return list(self.api("GET", "/importErrors")["import_errors"])
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> str:
-        """Trigger a DAG run; returns its run id."""
-        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
+    def trigger(
+        self,
+        dag_id: str,
+        conf: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        logical_date: str | None = None,
+    ) -> str:
+        """Trigger a DAG run (by default without a logical date); returns its run id."""
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {})}
         if run_id:
             body["dag_run_id"] = run_id
         run = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
@@ -941,6 +989,35 @@ class AirflowCluster:
 
     def pool(self, name: str = "default_pool") -> dict[str, Any]:
         return dict(self.api("GET", f"/pools/{name}"))
+
+    def set_connection(self, conn_id: str, **fields: Any) -> None:
+        """Create or replace a connection in the metadata DB (``conn_type``, ``host``, ``password``, ...)."""
+        self.client.delete(f"/connections/{conn_id}")
+        self.api("POST", "/connections", json={"connection_id": conn_id, **fields})
+
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: Sequence[str | tuple[str, int]]) -> list[dict[str, Any]]:
+        """Clear task instances of one run (a task id: all its map indices), as the UI's "Clear" does."""
+        body = {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": [list(t) if isinstance(t, tuple) else t for t in task_ids],
+            "only_failed": False,
+            "reset_dag_runs": True,
+            "include_downstream": False,
+        }
+        return list(self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)["task_instances"])
+
+    def hitl_details(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's human-in-the-loop requests (approvals), answered or not."""
+        return list(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/hitlDetails")["hitl_details"])
+
+    def respond_hitl(self, dag_id: str, run_id: str, task_id: str, options: Sequence[str], map_index: int = -1) -> Any:
+        """Answer a human-in-the-loop request as a person in the UI would (e.g. ``["Approve"]``)."""
+        return self.api(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}/hitlDetails",
+            json={"chosen_options": list(options)},
+        )
 
 
 @contextlib.contextmanager

@@ -17,9 +17,10 @@ from unittest import mock
 import jinja2
 import pendulum
 import pytest
+from _operator_fakes import RENDER, SECRET, STATE_KEY, VIDEO, FakeStore, context, event, make_op, run, task
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
+from comet_provider._compat import AirflowFailException, TaskDeferred
 from comet_provider.exceptions import (
     CometConnectionError,
     CometError,
@@ -29,85 +30,12 @@ from comet_provider.exceptions import (
     RunwayTaskNotFoundError,
     RunwayTaskTimeoutError,
 )
-from comet_provider.hooks.comet import CometHook, DownloadResult
+from comet_provider.hooks.comet import DownloadResult
 from comet_provider.links.runway import VIDEO_URL_XCOM_KEY, RunwayVideoLink
-from comet_provider.models import RunwayStatus, RunwayTask
+from comet_provider.models import RunwayStatus
 from comet_provider.operators.runway import RUNWAY_TASK_ID_XCOM_KEY, RunwayVideo2VideoOperator
 from comet_provider.sensors.runway import RunwayTaskSensor
 from comet_provider.triggers.runway import RunwayTaskTrigger
-
-SECRET = "sk-optest-unit-SECRET-93be1f"
-VIDEO = "https://cdn.example.com/clips/source.mp4"
-RENDER = "https://cdn.example.com/renders/rw-1.mp4"
-STATE_KEY = "comet_runway_task"
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.pushed: list[tuple[str, Any]] = []
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed.append((key, value))
-
-    def xcom(self, key: str) -> Any:
-        values = [value for pushed_key, value in self.pushed if pushed_key == key]
-        assert values, f"nothing pushed under {key!r}: {self.pushed}"
-        return values[-1]
-
-
-class FakeStore:
-    """``task_state_store``: ``get`` / ``set``, JSON round-tripped like the real table."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-        self.sets = 0
-
-    def get(self, key: str) -> Any:
-        value = self.data.get(key)
-        return None if value is None else json.loads(value)
-
-    def set(self, key: str, value: Any) -> None:
-        self.sets += 1
-        self.data[key] = json.dumps(value)
-
-
-def task(status: RunwayStatus, task_id: str = "rw-1", **fields: Any) -> RunwayTask:
-    if status is RunwayStatus.SUCCEEDED:
-        fields.setdefault("video_url", RENDER.replace("rw-1", task_id))
-        fields.setdefault("poster", f"https://cdn.example.com/renders/{task_id}.jpg")
-        fields.setdefault("progress", 1.0)
-    return RunwayTask(task_id=task_id, status=status, **fields)
-
-
-def make_op(**kwargs: Any) -> RunwayVideo2VideoOperator:
-    params: dict[str, Any] = {
-        "task_id": "restyle",
-        "video": VIDEO,
-        "prompt": "pencil sketch",
-        "deferrable": True,
-        "poll_interval": 0.01,
-        "timeout": 60,
-    }
-    params.update(kwargs)
-    op = RunwayVideo2VideoOperator(**params)
-    op.hook = mock.MagicMock(spec=CometHook)
-    op.hook.submit_video2video.return_value = task(RunwayStatus.PENDING)
-    return op
-
-
-def context(store: FakeStore | None) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"ti": FakeTI()}
-    if store is not None:
-        ctx["task_state_store"] = store
-    return ctx
-
-
-def run(op: RunwayVideo2VideoOperator, ctx: dict[str, Any]) -> TaskDeferred | dict[str, Any]:
-    """One try: the deferral it asked for, or its result."""
-    try:
-        return op.execute(ctx)
-    except TaskDeferred as deferred:
-        return deferred
 
 
 def first_try(op: RunwayVideo2VideoOperator, store: FakeStore) -> dict[str, Any]:
@@ -148,7 +76,8 @@ def test_no_saved_state_submits_then_defers_with_an_absolute_deadline() -> None:
     assert before + 60 <= trigger.deadline <= time.time() + 60
     assert deferred.method_name == "execute_complete"
     saved = store.get(STATE_KEY)
-    assert set(saved) == {"runway_task_id", "submitted_at", "fingerprint"}
+    assert set(saved) == {"runway_task_id", "submitted_at", "fingerprint", "try_number", "forced", "link_gone"}
+    assert saved["try_number"] == ctx["ti"].try_number
     assert trigger.submitted_at == saved["submitted_at"]
     # The id is in XCom before the task defers (the UI shows it while Runway renders).
     assert ctx["ti"].pushed[0] == (RUNWAY_TASK_ID_XCOM_KEY, "rw-1")
@@ -360,10 +289,6 @@ def test_invalid_input_fails_before_any_request(kwargs: dict[str, Any], field: s
 # execute_complete
 
 
-def event(status: str, **extra: Any) -> dict[str, Any]:
-    return {"status": status, "runway_task_id": "rw-1", "message": f"{status} event", **extra}
-
-
 def test_execute_complete_success_stores_the_render(tmp_path: Any) -> None:
     out = str(tmp_path / "render.mp4")
     op = make_op(output_path=out)
@@ -459,8 +384,7 @@ def test_serialized_trigger_holds_ids_not_the_key(monkeypatch: pytest.MonkeyPatc
 
 
 def test_extra_link_reads_the_pushed_url() -> None:
-    from airflow.providers.common.compat.sdk import XCom
-    from airflow.sdk.types import TaskInstanceKey
+    from airflow.providers.common.compat.sdk import TaskInstanceKey, XCom
 
     op = make_op()
     link = RunwayVideoLink()

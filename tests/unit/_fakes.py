@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -131,3 +133,19 @@ class Twin:
 def make_hook(api: FakeApi, **kwargs: Any) -> CometHook:
     """A hook whose sync and async requests both go to ``api``."""
     return CometHook(transport=api.transport, async_transport=api.transport, **kwargs)
+
+
+@contextlib.contextmanager
+def memory_folder(prefix: str = "t") -> Iterator[str]:
+    """A fresh ``memory://`` folder for ObjectStoragePath (Airflow registers no memory filesystem itself)."""
+    import fsspec
+    from airflow.sdk.io import store
+
+    fs = fsspec.filesystem("memory")
+    store.attach("memory", fs=fs)
+    root = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield f"memory://{root}"
+    finally:
+        if fs.exists(f"/{root}"):
+            fs.rm(f"/{root}", recursive=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import httpx
@@ -133,17 +134,24 @@ async def test_async_lookup_from_environment(comet_conn: Any) -> None:
 async def test_async_path_never_uses_blocking_connection_apis(monkeypatch: pytest.MonkeyPatch, comet_conn: Any) -> None:
     comet_conn(extra=json.dumps({"runway_version": "2025-03-03"}))
     blocked: list[str] = []
+    loop_thread = threading.get_ident()
 
-    def forbid(name: str) -> Any:
+    # Below Airflow 3.3.2 common-compat runs these sync lookups in a worker thread: allowed there.
+    def forbid(name: str, original: Any) -> Any:
         def fail(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != loop_thread:
+                return original(*args, **kwargs)
             blocked.append(name)
             raise AssertionError(f"{name} must not be called on the event loop")
 
         return fail
 
-    monkeypatch.setattr(BaseHook, "get_connection", classmethod(forbid("BaseHook.get_connection")))
-    monkeypatch.setattr(Connection, "get", classmethod(forbid("Connection.get")))
-    monkeypatch.setattr(Connection, "extra_dejson", property(forbid("Connection.extra_dejson")))
+    get_connection = BaseHook.get_connection.__func__  # type: ignore[attr-defined]
+    get = Connection.get.__func__  # type: ignore[attr-defined]
+    extra_dejson = Connection.extra_dejson.fget  # type: ignore[attr-defined]
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(forbid("BaseHook.get_connection", get_connection)))
+    monkeypatch.setattr(Connection, "get", classmethod(forbid("Connection.get", get)))
+    monkeypatch.setattr(Connection, "extra_dejson", property(forbid("Connection.extra_dejson", extra_dejson)))
 
     api = FakeApi(submit_answer("t-async"), feed_answer("IN_PROGRESS", "RUNNING", task_id="t-async"))
     hook = make_hook(api, retry_policy=FAST_RETRY)

@@ -367,6 +367,17 @@ def test_to_dict_from_dict_round_trip(body: dict[str, Any]) -> None:
     assert again.to_dict() == summary
 
 
+def test_to_dict_names_runways_id_with_task_id_as_its_alias() -> None:
+    summary = RunwayTask("rw-7", RunwayStatus.RUNNING, 0.5).to_dict()
+    assert summary["runway_task_id"] == summary["task_id"] == "rw-7"
+
+
+@pytest.mark.parametrize("key", ["runway_task_id", "task_id"])
+def test_from_dict_accepts_either_id_key(key: str) -> None:
+    task = RunwayTask.from_dict({key: "rw-7", "status": "RUNNING", "progress": 0.5})
+    assert task == RunwayTask("rw-7", RunwayStatus.RUNNING, 0.5)
+
+
 @pytest.mark.parametrize(
     "summary",
     [
@@ -374,11 +385,30 @@ def test_to_dict_from_dict_round_trip(body: dict[str, Any]) -> None:
         {"task_id": "x"},
         {"task_id": "x", "status": "DONE"},
         {"task_id": "x", "status": "SUCCEEDED", "progress": "lots"},
+        {"status": "SUCCEEDED"},
+        {"runway_task_id": "x", "task_id": "y", "status": "SUCCEEDED"},
+        "x",
+        None,
     ],
 )
 def test_from_dict_rejects_what_to_dict_never_makes(summary: dict[str, Any]) -> None:
     with pytest.raises(CometMalformedResponseError):
         RunwayTask.from_dict(summary)
+
+
+@pytest.mark.parametrize(
+    ("status", "terminal", "failure"),
+    [
+        (RunwayStatus.PENDING, False, False),
+        (RunwayStatus.RUNNING, False, False),
+        (RunwayStatus.SUCCEEDED, True, False),
+        (RunwayStatus.FAILED, True, True),
+        (RunwayStatus.CANCELLED, True, True),
+    ],
+)
+def test_is_terminal_and_is_failure(status: RunwayStatus, terminal: bool, failure: bool) -> None:
+    task = RunwayTask("t", status)
+    assert (task.is_terminal, task.is_failure) == (status.is_terminal, status.is_failure) == (terminal, failure)
 
 
 def test_raise_for_status_success_returns_task() -> None:

@@ -142,6 +142,48 @@ def test_download_errors_have_no_key(tmp_path: Path, fake_api: FakeApi, captured
     assert "authorization" not in fake_api.requests[0].headers
 
 
+SIGNATURE = "sig-0123456789abcdef-SIGNED"
+SIGNED_RENDER = f"https://cdn.test/r.mp4?Expires=1700000000&Signature={SIGNATURE}"
+
+
+REDIRECT = httpx.Response(302, headers={"Location": f"https://cdn2.test/r.mp4?Signature={SIGNATURE}"})
+
+
+@pytest.mark.parametrize(
+    ("answers", "fails"),
+    [
+        ([httpx.Response(200, headers={"Content-Type": "video/mp4"}, stream=httpx.ByteStream(b"video"))], False),
+        ([httpx.Response(403, content=b"<Error>AccessDenied</Error>")], True),
+        ([httpx.Response(200, headers={"Content-Type": "text/html"}, stream=httpx.ByteStream(b"<html/>"))], True),
+        ([httpx.ReadError("connection reset")], True),
+        ([REDIRECT, httpx.Response(500)], True),
+    ],
+    ids=["stored", "expired", "page", "dropped", "redirected"],
+)
+def test_signed_render_urls_stay_out_of_logs_and_errors(
+    tmp_path: Path, fake_api: FakeApi, captured: Callable[[], str], answers: list[Any], fails: bool
+) -> None:
+    fake_api.script(*answers)
+    hook = make_hook(fake_api, retry_policy=FAST)
+    if fails:
+        with pytest.raises(CometError) as info:
+            hook.download(SIGNED_RENDER, tmp_path / "r.mp4")
+        assert SIGNATURE not in rendered(info.value)
+    else:
+        hook.download(SIGNED_RENDER, tmp_path / "r.mp4")
+    assert fake_api.requests  # the signed URL really was requested
+    assert SIGNATURE in str(fake_api.requests[0].url)
+    assert SIGNATURE not in captured()
+
+
+def test_signed_source_urls_stay_out_of_logs(fake_api: FakeApi, captured: Callable[[], str]) -> None:
+    fake_api.script(httpx.Response(403))
+    assert make_hook(fake_api).source_identity(f"https://media.test/in.mp4?Signature={SIGNATURE}") is None
+    logs = captured()
+    assert "media.test/in.mp4" in logs  # the line is there, only without its signature
+    assert SIGNATURE not in logs
+
+
 def test_task_summaries_have_no_key(fake_api: FakeApi) -> None:
     fake_api.script(feed_answer("SUCCESS", "SUCCEEDED", task_id="task-1", video_url="https://cdn.test/o.mp4"))
     hook = make_hook(fake_api, retry_policy=FAST)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from comet_provider.hooks import comet as comet_module
+from comet_provider.hooks import _pool
 from comet_provider.hooks.comet import CometHook
 
 CONN = json.dumps({"conn_type": "comet", "host": "http://127.0.0.1:9", "password": "sk-shared-settings-key"})
@@ -37,7 +37,7 @@ async def test_hooks_on_one_loop_share_one_lookup(lookups: list[str]) -> None:
 
 
 async def test_shared_settings_expire(lookups: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(comet_module, "_SHARED_SETTINGS_TTL", 0.0)
+    monkeypatch.setattr(_pool, "SHARED_SETTINGS_TTL", 0.0)
     async with CometHook() as first, CometHook() as second:
         await first.aget_settings()
         await second.aget_settings()

@@ -1,14 +1,12 @@
-"""RunwayWaiter, wait_sync, outcome, RunwayTaskTrigger (serialize, run with a fake API) and task_from_event."""
+"""comet_provider.utils.polling: RunwayWaiter, wait_sync / await_task, outcome, and the event encoding."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from comet_provider.exceptions import (
@@ -23,11 +21,15 @@ from comet_provider.exceptions import (
     RunwayTaskTimeoutError,
 )
 from comet_provider.models import RunwayStatus, RunwayTask
-from comet_provider.triggers import runway as trigger_module
-from comet_provider.triggers.runway import EVENT_STATUSES, RunwayTaskTrigger, task_from_event
-from comet_provider.utils.polling import RunwayWaiter, outcome, wait_sync
-
-from ._fakes import FAST_RETRY, SECRET, FakeApi, error_envelope, feed_answer, html_page, make_hook
+from comet_provider.utils.polling import (
+    EVENT_STATUSES,
+    RunwayWaiter,
+    await_task,
+    encode_event,
+    outcome,
+    task_from_event,
+    wait_sync,
+)
 
 URL = "https://cdn.test/out.mp4"
 
@@ -56,15 +58,20 @@ class RecordingLog:
 
 
 def waiter(
-    poll_interval: float = 1.0, deadline: float | None = None, submitted_at: float | None = None
+    poll_interval: float = 1.0, deadline: float | None = None, submitted_at: float | None = None, seen: bool = False
 ) -> RunwayWaiter:
     return RunwayWaiter(
-        "t-1", poll_interval=poll_interval, deadline=deadline, submitted_at=submitted_at, log=RecordingLog()
+        "t-1", poll_interval=poll_interval, deadline=deadline, submitted_at=submitted_at, log=RecordingLog(), seen=seen
     )
 
 
 def task(status: RunwayStatus, progress: float = 0.0, **kwargs: Any) -> RunwayTask:
     return RunwayTask("t-1", status, progress, **kwargs)
+
+
+#: What the hook answers for a task_not_exist within its grace period: "not visible yet".
+NOT_VISIBLE_YET = RunwayTask("t-1", RunwayStatus.PENDING, raw={"code": "task_not_exist"})
+NOT_FOUND = RunwayTaskNotFoundError("gone", status_code=400, error_code="task_not_exist")
 
 
 # -- RunwayWaiter ------------------------------------------------------------------------------------
@@ -120,14 +127,34 @@ def test_transient_errors_do_not_end_the_wait(error: CometError) -> None:
 def test_not_found_after_the_task_was_seen_is_tolerated() -> None:
     w = waiter()
     w.on_task(task(RunwayStatus.RUNNING, 0.2))
-    w.on_error(RunwayTaskNotFoundError("gone", status_code=400, error_code="task_not_exist"))
+    assert w.seen
+    w.on_error(NOT_FOUND)
     assert w.errors_in_a_row == 1
+    # ... and so is the hook's stand-in for it: nothing logged, the last status kept.
+    logged = len(w.log.records)
+    assert w.on_task(NOT_VISIBLE_YET) is False
+    assert w.last_status == "RUNNING" and len(w.log.records) == logged
 
 
 def test_not_found_before_the_task_was_seen_is_fatal() -> None:
-    error = RunwayTaskNotFoundError("gone", status_code=400, error_code="task_not_exist")
     with pytest.raises(RunwayTaskNotFoundError):
-        waiter().on_error(error)
+        waiter().on_error(NOT_FOUND)
+
+
+def test_not_visible_yet_is_not_seen() -> None:
+    """The grace period's stand-in must not make an unknown id look known once the grace is over."""
+    w = waiter()
+    assert w.on_task(NOT_VISIBLE_YET) is False
+    assert not w.seen
+    assert "PENDING" in w.log.of("info")[0]
+    with pytest.raises(RunwayTaskNotFoundError):
+        w.on_error(NOT_FOUND)
+
+
+def test_seen_carries_over_from_an_earlier_poke() -> None:
+    w = waiter(seen=True)
+    w.on_error(NOT_FOUND)
+    assert w.errors_in_a_row == 1
 
 
 @pytest.mark.parametrize(
@@ -199,25 +226,46 @@ def test_timeout_error_names_the_task_and_last_status() -> None:
     assert "t-1" in str(error) and "RUNNING" in str(error)
 
 
-# -- wait_sync and outcome -------------------------------------------------------------------------------
+# -- wait_sync and its async twin await_task ------------------------------------------------------------
 
 
 class ScriptedHook:
-    """Duck-typed hook: get_task answers from a script (tasks or errors)."""
+    """Duck-typed hook: get_task / aget_task answer from one script (tasks, or exceptions to raise)."""
 
-    def __init__(self, *steps: RunwayTask | CometError) -> None:
+    def __init__(self, *steps: RunwayTask | Exception, longest_call: float = 60.0, delay: float = 0.0) -> None:
         self.steps = list(steps)
         self.calls: list[tuple[str, float | None]] = []
+        self._longest_call = longest_call
+        self.delay = delay
+
+    def longest_call(self) -> float:
+        return self._longest_call
 
     def get_task(self, runway_task_id: str, *, submitted_at: float | None = None) -> RunwayTask:
         self.calls.append((runway_task_id, submitted_at))
         step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
-        if isinstance(step, CometError):
+        if isinstance(step, Exception):
             raise step
         return step
 
+    async def aget_task(self, runway_task_id: str, *, submitted_at: float | None = None) -> RunwayTask:
+        await asyncio.sleep(self.delay)
+        return self.get_task(runway_task_id, submitted_at=submitted_at)
 
-def test_wait_sync_returns_the_finished_task_through_transient_errors() -> None:
+
+def wait(mode: str, hook: ScriptedHook, w: RunwayWaiter) -> RunwayTask:
+    """``wait_sync`` or ``await_task``: every loop test holds for both twins."""
+    if mode == "sync":
+        return wait_sync(hook, w)  # type: ignore[arg-type]
+    return asyncio.run(await_task(hook, w))  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_wait_returns_the_finished_task_through_transient_errors(mode: str) -> None:
     hook = ScriptedHook(
         task(RunwayStatus.PENDING),
         CometRateLimitError("429", retry_after=0.0, status_code=429),  # Retry-After 0 keeps the test fast
@@ -226,37 +274,66 @@ def test_wait_sync_returns_the_finished_task_through_transient_errors() -> None:
         task(RunwayStatus.SUCCEEDED, 1.0, video_url=URL),
     )
     w = waiter(poll_interval=0.001, submitted_at=123.0)
-    done = wait_sync(hook, w)  # type: ignore[arg-type]
+    done = wait(mode, hook, w)
     assert done.status is RunwayStatus.SUCCEEDED
     assert len(hook.calls) == 5
     assert all(call == ("t-1", 123.0) for call in hook.calls)
 
 
-def test_wait_sync_returns_failed_tasks_for_the_caller_to_judge() -> None:
+def test_wait_returns_failed_tasks_for_the_caller_to_judge(mode: str) -> None:
     hook = ScriptedHook(task(RunwayStatus.FAILED, fail_reason="x", failure_code="ASSET.INVALID"))
-    assert wait_sync(hook, waiter(poll_interval=0.001)).status is RunwayStatus.FAILED  # type: ignore[arg-type]
+    assert wait(mode, hook, waiter(poll_interval=0.001)).status is RunwayStatus.FAILED
 
 
-def test_wait_sync_raises_fatal_errors() -> None:
+def test_wait_raises_fatal_errors(mode: str) -> None:
     hook = ScriptedHook(CometAuthError("401", status_code=401))
     with pytest.raises(CometAuthError):
-        wait_sync(hook, waiter(poll_interval=0.001))  # type: ignore[arg-type]
+        wait(mode, hook, waiter(poll_interval=0.001))
     assert len(hook.calls) == 1
 
 
-def test_wait_sync_times_out_at_the_deadline() -> None:
+def test_wait_times_out_at_the_deadline(mode: str) -> None:
     hook = ScriptedHook(task(RunwayStatus.RUNNING, 0.2))
     with pytest.raises(RunwayTaskTimeoutError) as info:
-        wait_sync(hook, waiter(poll_interval=0.01, deadline=time.time() + 0.1))  # type: ignore[arg-type]
+        wait(mode, hook, waiter(poll_interval=0.01, deadline=time.time() + 0.1))
     assert info.value.runway_task_id == "t-1"
     assert "RUNNING" in str(info.value)
 
 
+def test_wait_fails_an_unknown_id_once_the_grace_period_is_over(mode: str) -> None:
+    hook = ScriptedHook(NOT_VISIBLE_YET, NOT_VISIBLE_YET, NOT_FOUND)
+    with pytest.raises(RunwayTaskNotFoundError):
+        wait(mode, hook, waiter(poll_interval=0.001, deadline=time.time() + 30))
+    assert len(hook.calls) == 3
+
+
+def test_await_task_does_not_let_a_slow_call_pass_the_deadline() -> None:
+    """Near the deadline a call that the hook would still be retrying is cut off."""
+    hook = ScriptedHook(task(RunwayStatus.RUNNING), longest_call=60.0, delay=30.0)
+    w = waiter(poll_interval=0.01, deadline=time.time() + 0.2)
+
+    async def bounded() -> RunwayTask:
+        return await asyncio.wait_for(await_task(hook, w), timeout=10)  # type: ignore[arg-type]
+
+    with pytest.raises(RunwayTaskTimeoutError):
+        asyncio.run(bounded())
+
+
+def test_await_task_does_not_catch_bugs() -> None:
+    """Unexpected exceptions propagate (encode_event turns them into error events)."""
+    with pytest.raises(ZeroDivisionError):
+        wait("async", ScriptedHook(ZeroDivisionError("bug")), waiter(poll_interval=0.001))
+
+
+# -- outcome --------------------------------------------------------------------------------------------
+
+
 def test_outcome() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from comet_provider._compat import AirflowFailException
 
     ok = task(RunwayStatus.SUCCEEDED, 1.0, video_url=URL)
     assert outcome(ok) == ok.to_dict()
+    assert outcome(ok)["runway_task_id"] == outcome(ok)["task_id"] == "t-1"
     with pytest.raises(AirflowFailException, match=r"SAFETY\.INPUT\.TEXT"):
         outcome(task(RunwayStatus.FAILED, failure_code="SAFETY.INPUT.TEXT", fail_reason="flagged"))
     with pytest.raises(RunwayTaskFailedError) as info:
@@ -264,165 +341,81 @@ def test_outcome() -> None:
     assert info.value.retryable
     with pytest.raises(RunwayTaskFailedError):
         outcome(task(RunwayStatus.CANCELLED))
+    with pytest.raises(ValueError, match="RUNNING"):
+        outcome(task(RunwayStatus.RUNNING))
 
 
-# -- RunwayTaskTrigger: serialization ----------------------------------------------------------------
-
-
-def test_serialize_round_trip() -> None:
-    trigger = RunwayTaskTrigger(
-        "t-1", comet_conn_id="my_comet", poll_interval=7, deadline=1_900_000_000, submitted_at=1_800_000_000.5
-    )
-    classpath, kwargs = trigger.serialize()
-    module_name, _, class_name = classpath.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    assert cls is RunwayTaskTrigger
-    # Stored as JSON in the metadata DB: primitives only.
-    restored_kwargs = json.loads(json.dumps(kwargs))
-    again = cls(**restored_kwargs)
-    assert again.serialize() == (classpath, kwargs)
-    assert kwargs == {
-        "runway_task_id": "t-1",
-        "comet_conn_id": "my_comet",
-        "poll_interval": 7.0,
-        "deadline": 1_900_000_000.0,
-        "submitted_at": 1_800_000_000.5,
-    }
-
-
-def test_serialize_defaults_round_trip() -> None:
-    classpath, kwargs = RunwayTaskTrigger("t-2").serialize()
-    assert json.loads(json.dumps(kwargs)) == kwargs
-    assert RunwayTaskTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert kwargs["deadline"] is None and kwargs["submitted_at"] is None
-    assert kwargs["comet_conn_id"] == "comet_default"
-
-
-def test_trigger_holds_no_key(comet_conn: Any) -> None:
-    trigger = RunwayTaskTrigger("t-1", deadline=time.time() + 60)
-    assert SECRET not in json.dumps(trigger.serialize())
-    assert SECRET not in repr(trigger)
-    assert SECRET not in str(vars(trigger))
-
-
-# -- RunwayTaskTrigger.run against a fake API ------------------------------------------------------------
-
-
-@pytest.fixture
-def trigger_api(monkeypatch: pytest.MonkeyPatch, fake_api: FakeApi) -> FakeApi:
-    """The trigger's hook talks to ``fake_api`` with fast retries."""
-    monkeypatch.setattr(
-        trigger_module, "CometHook", lambda conn_id="comet_default": make_hook(fake_api, retry_policy=FAST_RETRY)
-    )
-    return fake_api
-
-
-async def first_event(trigger: RunwayTaskTrigger) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        events = [event async for event in trigger.run()]
-        assert len(events) == 1
-        return events[0].payload
-
-    payload = await asyncio.wait_for(run(), timeout=20)
-    assert payload["status"] in EVENT_STATUSES
-    assert payload["runway_task_id"] == "t-1"
-    json.dumps(payload)  # events are stored as JSON
-    return payload
-
-
-async def test_trigger_success_through_transient_errors(trigger_api: FakeApi) -> None:
-    trigger_api.script(
-        httpx.Response(400, json={"code": "task_not_exist", "message": "task_not_exist", "data": None}),
-        feed_answer("QUEUED", "PENDING", task_id="t-1"),
-        html_page(502, "502 Bad Gateway"),
-        html_page(502, "502 Bad Gateway"),
-        html_page(502, "502 Bad Gateway"),
-        html_page(502, "502 Bad Gateway"),
-        html_page(502, "502 Bad Gateway"),  # more than one hook call's retries: the trigger keeps waiting
-        feed_answer("IN_PROGRESS", "RUNNING", task_id="t-1", progress="50%"),
-        httpx.ReadTimeout("slow"),
-        feed_answer("SUCCESS", "SUCCEEDED", task_id="t-1", video_url=URL),
-    )
-    trigger = RunwayTaskTrigger("t-1", poll_interval=0.001, deadline=time.time() + 30, submitted_at=time.time())
-    event = await first_event(trigger)
-    assert event["status"] == "success"
-    done = task_from_event(event)
-    assert done.status is RunwayStatus.SUCCEEDED and done.video_url == URL
-    assert len(trigger_api.requests) == 10
-
-
-async def test_trigger_failed_event(trigger_api: FakeApi) -> None:
-    trigger_api.script(
-        feed_answer(
-            "FAILURE",
-            "FAILED",
-            task_id="t-1",
-            fail_reason="The request was rejected by content moderation.",
-            data={"id": "t-1", "status": "FAILED", "failureCode": "SAFETY.INPUT.TEXT"},
-        )
-    )
-    event = await first_event(RunwayTaskTrigger("t-1", poll_interval=0.001, deadline=time.time() + 30))
-    assert event["status"] == "failed"
-    assert "SAFETY.INPUT.TEXT" in event["message"]
-    failed = task_from_event(event)
-    assert failed.failure_code == "SAFETY.INPUT.TEXT"
-    with pytest.raises(RunwayTaskFailedError) as info:
-        failed.raise_for_status()
-    assert info.value.is_safety
-
-
-async def test_trigger_timeout_event(trigger_api: FakeApi) -> None:
-    trigger_api.script(feed_answer("IN_PROGRESS", "RUNNING", task_id="t-1", progress="10%"))
-    event = await first_event(RunwayTaskTrigger("t-1", poll_interval=0.01, deadline=time.time() + 0.2))
-    assert event["status"] == "timeout"
-    with pytest.raises(RunwayTaskTimeoutError) as info:
-        task_from_event(event)
-    assert info.value.runway_task_id == "t-1"
-
-
-async def test_trigger_deadline_already_passed(trigger_api: FakeApi) -> None:
-    trigger_api.script(feed_answer("IN_PROGRESS", "RUNNING", task_id="t-1"))
-    event = await first_event(RunwayTaskTrigger("t-1", poll_interval=5, deadline=time.time() - 1))
-    assert event["status"] == "timeout"
-
-
-async def test_trigger_error_event_on_fatal_errors_without_the_key(trigger_api: FakeApi) -> None:
-    trigger_api.script(error_envelope(401, f"Invalid token Bearer {SECRET}", code="invalid_api_key"))
-    event = await first_event(RunwayTaskTrigger("t-1", poll_interval=0.001, deadline=time.time() + 30))
-    assert event["status"] == "error"
-    assert event["error_type"] == "CometAuthError"
-    assert SECRET not in json.dumps(event)
-    with pytest.raises(CometError):
-        task_from_event(event)
-    assert len(trigger_api.requests) == 1
-
-
-# -- task_from_event --------------------------------------------------------------------------------------
+# -- the trigger event: encode_event / task_from_event ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "summary",
+    "finished",
     [
-        task(RunwayStatus.SUCCEEDED, 1.0, video_url=URL).to_dict(),
-        task(RunwayStatus.FAILED, fail_reason="x", failure_code="ASSET.INVALID").to_dict(),
-        task(RunwayStatus.CANCELLED).to_dict(),
+        task(RunwayStatus.SUCCEEDED, 1.0, video_url=URL),
+        task(RunwayStatus.FAILED, fail_reason="x", failure_code="SAFETY.INPUT.TEXT"),
+        task(RunwayStatus.CANCELLED),
     ],
 )
-def test_task_from_event_for_finished_tasks(summary: dict[str, Any]) -> None:
-    status = "success" if summary["status"] == "SUCCEEDED" else "failed"
-    restored = task_from_event({"status": status, "runway_task_id": "t-1", "message": "m", "task": summary})
-    assert restored.to_dict() == summary
+def test_a_finished_task_travels_whole_and_is_judged_once(finished: RunwayTask) -> None:
+    event = json.loads(json.dumps(encode_event("t-1", finished)))  # stored as JSON
+    assert event == {"status": "finished", "runway_task_id": "t-1", "task": finished.to_dict()}
+    restored = task_from_event(event)
+    assert restored == finished
+    if finished.is_successful:
+        assert outcome(restored) == outcome(finished)
+    else:
+        with pytest.raises(Exception) as from_event:
+            outcome(restored)
+        with pytest.raises(Exception) as directly:
+            outcome(finished)
+        assert (type(from_event.value), str(from_event.value)) == (type(directly.value), str(directly.value))
 
 
-def test_task_from_event_timeout_and_error() -> None:
+@pytest.mark.parametrize("status", ["success", "failed"])
+def test_events_of_the_previous_version_still_decode(status: str) -> None:
+    summary = {"task_id": "t-1", "status": "FAILED" if status == "failed" else "SUCCEEDED", "video_url": URL}
+    assert (
+        task_from_event({"status": status, "runway_task_id": "t-1", "message": "m", "task": summary}).task_id == "t-1"
+    )
+
+
+def test_timeout_event_round_trip() -> None:
+    error = RunwayTaskTimeoutError.after("t-7", 12.0, "RUNNING")
+    event = encode_event("t-7", error)
+    assert event["status"] == "timeout" and event["status"] in EVENT_STATUSES
     with pytest.raises(RunwayTaskTimeoutError) as info:
-        task_from_event({"status": "timeout", "runway_task_id": "t-7", "message": "waited too long"})
+        task_from_event(event)
     assert info.value.runway_task_id == "t-7"
-    assert "waited too long" in str(info.value)
-    with pytest.raises(CometError, match="boom"):
-        task_from_event({"status": "error", "runway_task_id": "t-7", "message": "boom"})
-    with pytest.raises(CometError):
-        task_from_event({"status": "error", "runway_task_id": "t-7"})
+    assert str(info.value) == str(error)
+    assert info.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (RunwayTaskNotFoundError("no such task", status_code=400), RunwayTaskNotFoundError),
+        (CometAuthError("key rejected", status_code=401), CometAuthError),
+        (CometMalformedResponseError("SUCCESS without URL"), CometMalformedResponseError),
+        (CometError("something else"), CometError),
+        (ZeroDivisionError("a bug"), CometError),
+    ],
+)
+def test_error_event_round_trip(error: Exception, raised: type[Exception]) -> None:
+    """A fatal error raises the same class after the triggerer as on the worker (ours only)."""
+    event = json.loads(json.dumps(encode_event("t-7", error)))
+    assert event["status"] == "error"
+    with pytest.raises(CometError) as info:
+        task_from_event(event)
+    assert type(info.value) is raised
+    assert str(error) in str(info.value)
+
+
+def test_error_events_without_a_known_type_or_message() -> None:
+    with pytest.raises(CometError, match="boom") as info:
+        task_from_event({"status": "error", "runway_task_id": "t-7", "message": "boom", "error_type": "SystemExit"})
+    assert type(info.value) is CometError
+    with pytest.raises(CometError, match="without a message"):
+        task_from_event({"status": "error", "runway_task_id": "t-7", "error_type": ["odd"]})
 
 
 @pytest.mark.parametrize(

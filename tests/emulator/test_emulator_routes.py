@@ -1,28 +1,16 @@
-"""The documented contract: auth, headers, submit, feed lifecycle, URL placements, failures."""
+"""CometAPI's routes: auth, headers, submit, feed lifecycle, URL placements, failures, throttling."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import Callable
 
 import httpx
 import pytest
-from _emulator_helpers import HEADERS, Api
+from _emulator_helpers import HEADERS, Api, all_urls
 
-from comet_provider.testing import CometEmulator, EmulatorConfig
-
-URL_FIELDS = {
-    "video_url": lambda d: d.get("video_url"),
-    "result_url": lambda d: d.get("result_url"),
-    "output": lambda d: (d["data"].get("output") or [None])[0],
-    "inner_video_url": lambda d: d["data"].get("video_url"),
-}
-
-
-def _all_urls(wrapper: dict) -> dict[str, str]:
-    return {name: url for name, get in URL_FIELDS.items() if (url := get(wrapper))}
+from comet_provider.testing import CometEmulator
 
 
 def test_auth_rejected_without_leaking_the_key(emu: CometEmulator) -> None:
@@ -185,7 +173,7 @@ def test_url_placement(emu: CometEmulator, api: Api, placement: str) -> None:
     emu.configure(url_placement=placement)
     task_id = api.submit_id()
     final, _ = api.wait(task_id)
-    urls = _all_urls(final)
+    urls = all_urls(final)
     assert list(urls) == [placement]
     url = urls[placement]
     assert url == f"{emu.url}/renders/{task_id}.mp4"
@@ -202,12 +190,12 @@ def test_url_placement(emu: CometEmulator, api: Api, placement: str) -> None:
 def test_url_placement_none_is_success_without_url(emu: CometEmulator, api: Api) -> None:
     emu.configure(url_placement="none")
     final, _ = api.wait(api.submit_id())
-    assert final["status"] == "SUCCESS" and _all_urls(final) == {}
+    assert final["status"] == "SUCCESS" and all_urls(final) == {}
 
 
 def test_url_placement_rotates(emu: CometEmulator, api: Api) -> None:
     ids = [api.submit_id() for _ in range(5)]
-    placements = [list(_all_urls(api.wait(task_id)[0])) for task_id in ids]
+    placements = [list(all_urls(api.wait(task_id)[0])) for task_id in ids]
     assert placements == [["video_url"], ["result_url"], ["output"], ["inner_video_url"], ["video_url"]]
     assert [emu.stats()["tasks"][t]["url_placement"] for t in ids][:4] == [p[0] for p in placements[:4]]
 
@@ -231,7 +219,7 @@ def test_failures(emu: CometEmulator, api: Api, prompt: str, inner_status: str, 
     assert final["data"].get("failureCode") == code
     if code:
         assert final["data"]["failure"] == final["fail_reason"]
-    assert _all_urls(final) == {} and "poster" not in final
+    assert all_urls(final) == {} and "poster" not in final
     assert emu.stats()["tasks"][task_id]["render"] == "skipped"
 
 
@@ -253,53 +241,3 @@ def test_throttled_over_concurrency(emu: CometEmulator, api: Api) -> None:
     final, seen = api.wait(second)
     assert final["status"] == "SUCCESS" and "IN_PROGRESS" in [s[0] for s in seen]
     assert final["start_time"] >= one["submit_time"]
-
-
-def test_stats_reset_and_config(emu: CometEmulator, api: Api) -> None:
-    task_id = api.submit_id()
-    api.feed(task_id)
-    stats = emu.stats()
-    assert stats["submissions"] == 1 and stats["submit_attempts"] == 1 and stats["feeds"] == 1
-    assert set(stats) >= {"faults", "callbacks", "tasks", "auth_failures", "renders"}
-    assert "tasks" not in emu.stats(tasks=False)
-    with pytest.raises(ValueError, match="unknown config key"):
-        emu.configure(no_such_key=1)
-    with pytest.raises(ValueError, match="url_placement"):
-        emu.configure(url_placement="somewhere", render_seconds=9)
-    assert emu.config()["render_seconds"] == 0.3  # rejected updates change nothing
-    with pytest.raises(ValueError, match="data_dir"):
-        emu.configure(data_dir="/elsewhere")
-    emu.reset()
-    stats = emu.stats()
-    assert stats["submissions"] == 0 and stats["tasks"] == {} and stats["feeds"] == 0
-    assert api.feed(task_id).status_code == 400
-    assert emu.config()["render"] == "synthetic"
-    emu.reset(config=True)
-    assert emu.config()["render"] == "ffmpeg"
-
-
-def test_config_validation_in_constructor() -> None:
-    with pytest.raises(ValueError, match="render"):
-        CometEmulator(render="gpu")
-    with pytest.raises(ValueError, match=r"faults\.kinds"):
-        EmulatorConfig.from_kwargs({"faults": {"kinds": ["418"]}})
-    with pytest.raises(ValueError, match="task_not_exist"):
-        EmulatorConfig.from_kwargs({"fail_next": [{"endpoint": "submit", "kind": "task_not_exist"}]})
-
-
-def test_health_and_connection_json(emu: CometEmulator) -> None:
-    assert emu.health()
-    assert json.loads(emu.connection_json()) == {"conn_type": "comet", "host": emu.url, "password": "test-key"}
-    assert json.loads(emu.connection_json(conn_type="http"))["conn_type"] == "http"
-
-
-def test_plugin_fixtures(
-    comet_emulator_factory: Callable[..., CometEmulator], comet_emulator_session: CometEmulator
-) -> None:
-    custom = comet_emulator_factory(api_key=None, url_placement="none", render_seconds=9)
-    config = custom.config()
-    assert config["api_key_set"] is False and config["url_placement"] == "none"
-    assert config["render_seconds"] == 9 and config["not_exist_seconds"] == 0.3
-    assert custom.media_dir is not None and custom.media_dir.is_dir()
-    assert comet_emulator_session.health() and comet_emulator_session.api_key == "test-key"
-    assert comet_emulator_session.url != custom.url

@@ -1,4 +1,4 @@
-"""The emulator as a separate process: EmulatorProcess and the CLI."""
+"""Where the emulator runs: EmulatorProcess (a child process) and the CLI it starts."""
 
 from __future__ import annotations
 
@@ -37,10 +37,13 @@ def test_emulator_process_end_to_end(tmp_path: Path) -> None:
         task_id = api.submit_id("noir", callback_url=emu.inbox_url("cb"))
         final, _ = api.wait(task_id)
         assert final["status"] == "SUCCESS"
+        assert emu.expire_links() == 1
+        assert httpx.get(final["poster"], trust_env=False).status_code == 403
         emu.configure(fail_next=[{"endpoint": "feed", "kind": "500"}])
         assert api.feed(task_id).status_code == 500
         stats = emu.stats()
         assert stats["submissions"] == 1 and stats["faults"] == {"500": 1}
+        assert (stats["in_flight"], stats["peak_in_flight"]) == (0, 1)
         assert stats["tasks"][task_id]["status"] == "SUCCESS"
         deadline = time.monotonic() + 5
         while not emu.inbox("cb") and time.monotonic() < deadline:
@@ -78,6 +81,8 @@ def test_cli_ready_file_and_flags(tmp_path: Path) -> None:
             "--media-dir",
             str(tmp_path),
             "--no-version-header",
+            "--link-ttl",
+            "30",
             "--config",
             '{"url_placement": "output", "faults": {"seed": 9}}',
             "--ready-file",
@@ -96,6 +101,7 @@ def test_cli_ready_file_and_flags(tmp_path: Path) -> None:
         assert config["render_seconds"] == 7 and config["render"] == "synthetic"
         assert config["url_placement"] == "output" and config["faults"]["seed"] == 9
         assert config["require_version_header"] is False and config["api_key_set"] is True
+        assert config["link_ttl"] == 30
         assert config["data_dir"] == str(data_dir) and config["media_dir"] == str(tmp_path)
         assert "cli-key" not in str(config)
     finally:
