@@ -105,7 +105,9 @@ def scratch_airflow_env(home: Path | None = None, extra: dict[str, str] | None =
     env["AIRFLOW_HOME"] = str(home)
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     env.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    # COMET_BENCH_SRC: another checkout's comet_provider first (e.g. the code before a change).
+    src = env.get("COMET_BENCH_SRC", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, str(REPO), env.get("PYTHONPATH", "")) if p)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if extra:
         env.update(extra)

@@ -2,10 +2,14 @@
 
 The emulator (core 1) serves ``GET /_emulator/blob?size=BYTES``. For each repeat, in turn:
 ``curl -o FILE URL`` and a fresh Python process (core 0 for both clients) that runs
-``CometHook().download(url, ObjectStoragePath("file:///...")))``. Throughput is bytes / the
-download's own wall time (curl's ``time_total``; the timed ``download()`` call). Peak RSS growth
+``CometHook().download(url, ObjectStoragePath("file:///...")))`` after an untimed 1 MiB
+download (imports, storage layer). Throughput is bytes / the download's own wall time (curl's
+``time_total``; the timed ``download()`` call). Peak RSS growth
 is the child's RSS above its level just before the call: sampled every 10 ms by a thread, and
 the kernel's ``ru_maxrss`` when the download raised it.
+
+--quick: 256 MiB and 5 repeats (~15 s) instead of 1 GiB and 3; it says whether its repeats agreed
+closely enough to stand for a full run.
 
 Usage: python benchmarks/download.py [--quick] [--size-mib M] [--repeat R]
 The last line printed is JSON: size_mib, throughput_vs_curl, rss_growth_mib, ...
@@ -30,6 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
 MIB = 1 << 20
+# Quick: a quarter of the full run's render, 5 interleaved repeats (short runs are noisier).
+# Large enough that a download's fixed costs (process, connection, rename) stay a few percent.
+QUICK_MIB = 256
+QUICK_REPEAT = 5
+#: Repeats of one client further apart than this ((max - min) / median): the machine was busy.
+MAX_RUN_SPREAD = 0.15
 
 CHILD = r"""
 import json, os, resource, sys, threading, time
@@ -37,10 +47,14 @@ import psutil
 from airflow.sdk import ObjectStoragePath
 from comet_provider.hooks.comet import CometHook
 
-url, dest = sys.argv[1], sys.argv[2]
+url, dest, warm_url = sys.argv[1], sys.argv[2], sys.argv[3]
 proc = psutil.Process()
 hook = CometHook()
 target = ObjectStoragePath("file://" + dest)
+# Warm-up, not timed: a 1 MiB download first (lazy imports, the storage layer, the transport).
+warm = ObjectStoragePath("file://" + dest + ".warm")
+hook.download(warm_url, warm)
+warm.unlink()
 rss0 = proc.memory_info().rss
 ru0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 peak = [rss0]
@@ -79,9 +93,9 @@ def run_curl(url: str, dest: Path) -> dict[str, Any]:
     return {"s": float(seconds), "cpu_s": cpu, "bytes": int(float(size))}
 
 
-def run_ours(url: str, dest: Path, env: dict[str, str]) -> dict[str, Any]:
+def run_ours(url: str, dest: Path, env: dict[str, str], warm_url: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, url, str(dest)],
+        [sys.executable, "-c", CHILD, url, str(dest), warm_url],
         capture_output=True,
         text=True,
         timeout=900,
@@ -96,9 +110,9 @@ def run_ours(url: str, dest: Path, env: dict[str, str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 MiB, one repeat")
-    parser.add_argument("--size-mib", type=int, default=None, help="render size (default 1024; quick 64)")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per client (default 3; quick 1)")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_MIB} MiB, {QUICK_REPEAT} repeats")
+    parser.add_argument("--size-mib", type=int, default=None, help=f"render size (default 1024; quick {QUICK_MIB})")
+    parser.add_argument("--repeat", type=int, default=None, help=f"runs per client (default 3; quick {QUICK_REPEAT})")
     parser.add_argument(
         "--dest-dir",
         default=None,
@@ -106,8 +120,8 @@ def main() -> None:
         "does not decide the figures; else the temp dir)",
     )
     args = parser.parse_args()
-    size_mib = args.size_mib or (64 if args.quick else 1024)
-    repeat = args.repeat or (1 if args.quick else 3)
+    size_mib = args.size_mib or (QUICK_MIB if args.quick else 1024)
+    repeat = args.repeat or (QUICK_REPEAT if args.quick else 3)
     if shutil.which("curl") is None:
         sys.exit("error: curl is not installed")
     if not C.provider_available("comet_provider.hooks.comet"):
@@ -123,9 +137,11 @@ def main() -> None:
         with C.Server(render_seconds=1.0) as server:
             env = C.scratch_airflow_env(work / "airflow", C.comet_conn_env(server.url))
             url = f"{server.url}/_emulator/blob?size={size_mib * MIB}"
+            warm_url = f"{server.url}/_emulator/blob?size={MIB}"
             # The first request makes the blob on the server; read it once so both clients then
             # get it from the page cache alike.
             run_curl(url, Path(os.devnull))
+            run_curl(warm_url, Path(os.devnull))
             curl_runs: list[dict[str, Any]] = []
             ours_runs: list[dict[str, Any]] = []
             for i in range(repeat):
@@ -134,7 +150,7 @@ def main() -> None:
                 dest.unlink()
                 dest = work / "out" / f"render-{i}.mp4"
                 dest.parent.mkdir(exist_ok=True)
-                ours_runs.append(run_ours(url, dest, env))
+                ours_runs.append(run_ours(url, dest, env, warm_url))
                 if ours_runs[-1]["bytes"] != size_mib * MIB:
                     raise RuntimeError(f"stored {ours_runs[-1]['bytes']} bytes, expected {size_mib * MIB}")
                 dest.unlink()
@@ -169,6 +185,17 @@ def main() -> None:
             ],
         ],
     )
+    reasons = []
+    for name, runs in (("curl", curl_runs), ("CometHook.download", ours_runs)):
+        rates = [mib_s(r) for r in runs]
+        spread = (max(rates) - min(rates)) / (C.median(rates) or 1.0)
+        if len(rates) < 2:
+            reasons.append(f"one {name} run: no way to tell its noise")
+        elif spread > MAX_RUN_SPREAD:
+            reasons.append(f"{name} runs {spread:.0%} apart (other load)")
+    if args.quick:
+        verdict = f"NOT comparable ({'; '.join(reasons)})" if reasons else "comparable with a full run, within ~15 %"
+        print(f"Quick run: {verdict}.")
     figures = {
         "size_mib": size_mib,
         "throughput_vs_curl": C.ratio(ours_tp, curl_tp),
@@ -181,6 +208,8 @@ def main() -> None:
         "quick": bool(args.quick),
         "loadavg_1m": C.machine_info().get("loadavg_1m"),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "comparable_with_full": not reasons,
+        "not_comparable_because": reasons,
     }
     if not args.quick:
         (C.HERE / "results").mkdir(exist_ok=True)

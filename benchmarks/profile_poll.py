@@ -10,16 +10,17 @@ Layers:
   aiohttp_bytes    the same, body read as bytes and parsed with json.loads
   httpx_aiohttp    shared httpx.AsyncClient over httpx_aiohttp.AiohttpTransport, content=
   httpx            shared httpx.AsyncClient with its own transport (httpcore)
-  hook_arequest    CometHook._arequest (shared client + status/JSON mapping)
+  hook_arequest    CometHook._arequest (the loop's aiohttp pool, no httpx objects, + _answer)
   hook_aget_task   CometHook.aget_task (+ RunwayTask.from_feed): the trigger's poll
   proposed_aiohttp the hook's own mapping (_answer + RunwayTask.from_feed) over a bare shared
-                   aiohttp.ClientSession: what the poll would cost without httpx's models
+                   aiohttp.ClientSession (what the hook has done since its poll left httpx)
   httpx_aiohttp_tuned  httpx over httpx-aiohttp with a prebuilt httpx.URL and no cookie jar
   trigger          RunwayTaskTrigger.run() with poll_interval=0 (+ RunwayWaiter)
   *_greenback      the same under greenback.ensure_portal(), as the triggerer runs triggers
                    (with --greenback)
 
 Usage: python benchmarks/profile_poll.py [--polls 2000] [--concurrency 20] [--no-cprofile]
+CPU time moves with other load on the machine; poll_instructions.py counts instructions instead.
 """
 
 from __future__ import annotations

@@ -13,14 +13,23 @@ Clients (same harness, same feed endpoint, same load):
                 and the Bearer header from an http connection (via a shim that answers 404
                 until the render is done: the sensor fires on the first non-404 answer)
   httpx         a trigger around one shared bare httpx.AsyncClient
-  httpx_aiohttp the same over httpx-aiohttp's transport (what our hook is built on)
+  httpx_aiohttp the same over httpx-aiohttp's transport
   aiohttp       a trigger around one shared bare aiohttp.ClientSession: the measured floor
+  harness       a trigger that polls nothing: the triggerer wrapper's own memory per trigger
 
 Figures per run (over the measured window only):
   cpu_ms_per_poll   client process CPU time (user+sys, all threads) / polls the server saw
+  cpu_part_spread   the same over each quarter of the window: (max - min) / median
   rss_kib_per_trig  (peak RSS in the window - RSS before the triggers were created) / N
   lag p50/p99/max   overshoot of a probe coroutine sleeping 50 ms
   detect p50/p99    render finished (server clock) -> trigger event queued (same host clock)
+  runq_wait_frac    share of the window the client waited for a CPU (other load; schedstat)
+
+--quick is the full run's N = 1,000 row with a 10 s window instead of 20 s (ours, http_sensor,
+httpx, aiohttp; ~1.5 min): the same load and warm-up (imports, connection lookup and pool, each
+trigger's first polls all before the window), so its ratios match that row's within ~15 % on a
+quiet machine. It says so, or why not (the client waited for a CPU, CPU per poll moved within
+the window, too few lag samples).
 
 Usage: python benchmarks/triggerer_scale.py [--quick] [--n N ...] [--clients a,b] [--window S]
 The last line printed is JSON (keys fixed, for the largest N).
@@ -32,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import random
@@ -48,14 +58,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C
 
-ALL_CLIENTS = ["ours", "http_sensor", "httpx", "httpx_aiohttp", "aiohttp"]
+ALL_CLIENTS = ["ours", "http_sensor", "httpx", "httpx_aiohttp", "aiohttp", "harness"]
 QUICK_CLIENTS = ["ours", "http_sensor", "httpx", "aiohttp"]
+# Quick mode is a full run's N = 1,000 row with a shorter window: same load, same warm-up.
+QUICK_N = 1000
+QUICK_WINDOW_S = 10.0
 LABELS = {
     "ours": "RunwayTaskTrigger (ours)",
     "http_sensor": "HttpSensorTrigger",
     "httpx": "bare httpx",
     "httpx_aiohttp": "httpx over httpx-aiohttp",
     "aiohttp": "bare aiohttp (floor)",
+    "harness": "harness only (no polls)",
 }
 OURS_MODULE = "comet_provider.triggers.runway"
 FINISHED_KEYS = ("finished_at", "finish_time", "completed_at", "done_at", "ended_at", "end_time")
@@ -84,95 +98,15 @@ def _child(cfg: dict[str, Any]) -> None:
     # output goes to this process's log file.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
+    import _bare_triggers as B
     from airflow.jobs.triggerer_job_runner import TriggerRunner
-    from airflow.triggers.base import BaseTrigger, TriggerEvent
+    from airflow.triggers.base import BaseTrigger
 
     client: str = cfg["client"]
     url: str = cfg["url"]
-    feed_url = f"{url}/runway/feed"
-    headers = {
-        "Authorization": f"Bearer {C.API_KEY}",
-        "X-Runway-Version": C.RUNWAY_VERSION,
-    }
-    terminal = {"SUCCESS", "FAILURE", "SUCCEEDED", "FAILED", "CANCELLED", "CANCELED"}
-
-    def status_of(body: Any) -> str:
-        data = (body or {}).get("data") or {}
-        return str(data.get("status", "")).upper()
-
-    shared: dict[str, Any] = {}
-
-    class _BarePollTrigger(BaseTrigger):
-        """Poll the feed with a client shared by every trigger in the loop; yield when terminal."""
-
-        def __init__(self, runway_task_id: str, poll_interval: float) -> None:
-            super().__init__()
-            self.runway_task_id = runway_task_id
-            self.poll_interval = poll_interval
-
-        def serialize(self) -> tuple[str, dict[str, Any]]:
-            return (f"{__name__}.{type(self).__name__}", {"runway_task_id": self.runway_task_id})
-
-        async def poll(self) -> Any:
-            raise NotImplementedError
-
-        async def run(self):  # type: ignore[override]
-            while True:
-                body = await self.poll()
-                st = status_of(body)
-                if st in terminal:
-                    yield TriggerEvent({"status": st, "runway_task_id": self.runway_task_id})
-                    return
-                await asyncio.sleep(self.poll_interval)
-
-    class AiohttpTrigger(_BarePollTrigger):
-        async def poll(self) -> Any:
-            import aiohttp
-
-            session = shared.get("aiohttp")
-            if session is None:
-                session = shared["aiohttp"] = aiohttp.ClientSession()
-            async with session.post(feed_url, json={"task_id": self.runway_task_id}, headers=headers) as r:
-                return await r.json()
-
-    class HttpxTrigger(_BarePollTrigger):
-        async def poll(self) -> Any:
-            import httpx
-
-            ac = shared.get("httpx")
-            if ac is None:
-                ac = shared["httpx"] = httpx.AsyncClient()
-            r = await ac.post(feed_url, json={"task_id": self.runway_task_id}, headers=headers)
-            return r.json()
-
-    class HttpxAiohttpTrigger(_BarePollTrigger):
-        async def poll(self) -> Any:
-            import httpx
-            from httpx_aiohttp import AiohttpTransport
-
-            ac = shared.get("httpx_aiohttp")
-            if ac is None:
-                ac = shared["httpx_aiohttp"] = httpx.AsyncClient(transport=AiohttpTransport())
-            r = await ac.post(feed_url, json={"task_id": self.runway_task_id}, headers=headers)
-            return r.json()
 
     def make_trigger(task_id: str, poll_interval: float) -> BaseTrigger:
-        if client == "ours":
-            from comet_provider.triggers.runway import RunwayTaskTrigger
-
-            return RunwayTaskTrigger(runway_task_id=task_id, poll_interval=poll_interval)
-        if client == "http_sensor":
-            from airflow.providers.http.triggers.http import HttpSensorTrigger
-
-            return HttpSensorTrigger(
-                endpoint="runway/feed",
-                http_conn_id="comet_http",
-                method="POST",
-                data=json.dumps({"task_id": task_id}),
-                poke_interval=poll_interval,
-            )
-        cls = {"aiohttp": AiohttpTrigger, "httpx": HttpxTrigger, "httpx_aiohttp": HttpxAiohttpTrigger}[client]
-        return cls(task_id, poll_interval)
+        return B.make_trigger(client, url, task_id, poll_interval)
 
     proc = psutil.Process()
     events: list[tuple[str, float, str]] = []
@@ -219,15 +153,7 @@ def _child(cfg: dict[str, Any]) -> None:
         runner.triggers[tid]["task"] = t
         return t
 
-    # Load the client's modules now (not on the first poll).
-    if client == "ours":
-        import comet_provider.triggers.runway  # noqa: F401
-    elif client == "http_sensor":
-        import airflow.providers.http.triggers.http  # noqa: F401
-    else:
-        import aiohttp  # noqa: F401
-        import httpx  # noqa: F401
-        import httpx_aiohttp  # noqa: F401
+    B.preload(client)  # its modules load now, not on the first poll
     send("loaded")
 
     warm = json.loads(sys.stdin.readline())
@@ -239,7 +165,7 @@ def _child(cfg: dict[str, Any]) -> None:
         # One full poll path per client (connection lookup, shared pool, lazy imports) before
         # the baseline RSS; the warm-up tasks are already finished, so each trigger yields at once.
         for task_id in warm["warmup_tasks"]:
-            await asyncio.wait_for(start(task_id, 0.2), 60)
+            await asyncio.wait_for(start(task_id, 0.0 if client == "harness" else 0.2), 60)
 
     loop.run_until_complete(warmup())
     warm_errors = list(errors)
@@ -256,6 +182,7 @@ def _child(cfg: dict[str, Any]) -> None:
     interval: float = plan["poll_interval"]
     settle: float = plan["settle"]
     window: float = plan["window"]
+    parts: int = plan.get("parts", 1)
 
     lag: list[float] = []
     rss_samples: list[int] = []
@@ -263,6 +190,7 @@ def _child(cfg: dict[str, Any]) -> None:
 
     # Garbage-collector pauses in the window: how much of the loop lag they explain.
     gc_pauses: list[tuple[int, float]] = []
+    gc_ends: list[float] = []  # when each pause ended (wall clock), to place it in a part
     gc_started = [0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
@@ -272,6 +200,7 @@ def _child(cfg: dict[str, Any]) -> None:
             gc_started[0] = time.perf_counter()
         elif gc_started[0]:
             gc_pauses.append((int(info.get("generation", -1)), time.perf_counter() - gc_started[0]))
+            gc_ends.append(time.time())
 
     gc.callbacks.append(on_gc)
 
@@ -302,10 +231,20 @@ def _child(cfg: dict[str, Any]) -> None:
         await asyncio.sleep(max(0.0, t_start + interval + settle - time.time()))
         gc.collect()
         measuring[0] = True
+        waited0 = _runq_wait_s()
         cpu0, wall0 = time.process_time(), time.time()
         send("mark", phase="start", t=wall0)
-        await asyncio.sleep(window)
-        cpu1, wall1 = time.process_time(), time.time()
+        # The window in equal parts, the parent counting polls at each mark: CPU per poll per
+        # part shows how steady the figure was (other load on the machine, a GC burst).
+        cpu_marks, wall_marks = [cpu0], [wall0]
+        for k in range(parts):
+            await asyncio.sleep(max(0.0, wall0 + window * (k + 1) / parts - time.time()))
+            cpu_marks.append(time.process_time())
+            wall_marks.append(time.time())
+            if k + 1 < parts:
+                send("mark", phase=f"part{k + 1}", t=time.time())
+        cpu1, wall1 = cpu_marks[-1], time.time()
+        waited1 = _runq_wait_s()
         measuring[0] = False
         send("mark", phase="end", t=wall1)
         rss_end = proc.memory_info().rss
@@ -315,6 +254,12 @@ def _child(cfg: dict[str, Any]) -> None:
         send(
             "result",
             cpu_s=cpu1 - cpu0,
+            cpu_marks=cpu_marks,
+            gc_s_parts=[
+                sum(d for (_g, d), end in zip(gc_pauses, gc_ends, strict=True) if lo <= end < hi)
+                for lo, hi in itertools.pairwise(wall_marks)
+            ],
+            runq_wait_s=None if waited0 is None or waited1 is None else waited1 - waited0,
             window_s=wall1 - wall0,
             t_window_start=wall0,
             t_window_end=wall1,
@@ -335,16 +280,32 @@ def _child(cfg: dict[str, Any]) -> None:
             t.cancel()
         # asyncio.wait does not wait for cancellation to finish past its timeout (wait_for does).
         await asyncio.wait([*running, *probes], timeout=10)
-        for key in ("aiohttp", "httpx", "httpx_aiohttp"):
-            obj = shared.get(key)
-            if obj is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(obj.close() if key == "aiohttp" else obj.aclose(), 5)
+        await B.close_shared()
 
     loop.run_until_complete(main())
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # leftover tasks of a collapsed client would only slow the exit down
+
+
+def _runq_wait_s() -> float | None:
+    """Seconds this process's main thread has waited for a CPU while runnable (Linux schedstat):
+    time other processes took from it, which no CPU-time figure shows."""
+    try:
+        with open("/proc/self/schedstat") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _steal_jiffies() -> tuple[int, int] | None:
+    """(steal, total) jiffies over all CPUs: time the hypervisor gave to other guests."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
 
 
 # =============================================================================================
@@ -474,6 +435,13 @@ class Child:
         self.fd = r_fd
         self.buf = b""
         self.deadline = time.time() + 600
+        self.loaded = False
+
+    def wait_loaded(self) -> None:
+        """Until the child has imported its client (once)."""
+        if not self.loaded:
+            self.recv("loaded")
+            self.loaded = True
 
     def recv(self, kind: str) -> dict[str, Any]:
         """The child's next message (one JSON line), or an error at EOF or past the deadline."""
@@ -509,30 +477,36 @@ class Child:
             self.proc.wait()
 
 
-def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task: str) -> dict[str, Any]:
+PARTS = 4  # the measured window is cut in this many parts, to show how steady CPU per poll was
+
+
+def run_one(
+    server: C.Server, child: Child, args: argparse.Namespace, warm_task: str, next_child: Child | None = None
+) -> dict[str, Any]:
     client, n = child.client, child.n
     interval = n / args.rate
     settle = max(1.0, min(3.0, interval * 0.2))
     window = args.window if args.window else max(20.0, 1.6 * interval)
     child.deadline = time.time() + 180 + interval + settle + window * 2
+    idle = client == "harness"
     try:
-        child.recv("loaded")
+        child.wait_loaded()
         child.send({"warmup_tasks": [warm_task]})
         ready = child.recv("ready")
         if ready["warm_errors"]:
             raise RuntimeError(f"{client}: warm-up failed: {ready['warm_errors']}")
         # Load: most renders outlast the run; a fraction finish, spread over the window.
-        finishing = round(n * args.finish_fraction)
+        finishing = 0 if idle else round(n * args.finish_fraction)
         long_render = interval + settle + window + 600.0
         server.configure(render_seconds=long_render)
         sub = Submitter(server.url)
         t_sub = time.time()
-        tasks = sub.submit(n - finishing)
+        tasks = [f"idle-{i}" for i in range(n)] if idle else sub.submit(n - finishing)
         render_of = dict.fromkeys(tasks, long_render)
         rate = max((n - finishing) / max(time.time() - t_sub, 1e-3), 50.0)
         start_at = time.time() + finishing / rate + 1.0
         levels = 10 if finishing >= 10 else max(finishing, 1)
-        for k in range(levels):
+        for k in range(levels if finishing else 0):
             count = finishing * (k + 1) // levels - finishing * k // levels
             target = start_at + interval + settle + window * (0.05 + 0.8 * k / max(levels - 1, 1))
             render = max(0.5, target - time.time())
@@ -541,15 +515,29 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
             render_of.update(dict.fromkeys(batch, render))
             tasks += batch
         random.Random(n).shuffle(tasks)
+        if next_child is not None:
+            # Quick mode: the next client has been importing since this run began; it must be
+            # done before this window opens (imports on the other core still share caches).
+            next_child.wait_loaded()
         start_at = max(start_at, time.time() + 0.2)
         child.send(
-            {"tasks": tasks, "start_at": start_at, "poll_interval": interval, "settle": settle, "window": window}
+            {
+                "tasks": tasks,
+                "start_at": start_at,
+                "poll_interval": interval,
+                "settle": settle,
+                "window": window,
+                "parts": PARTS,
+            }
         )
         child.recv("mark")
-        feeds0 = server.feeds()
+        feeds = [server.feeds()]
+        steal0 = _steal_jiffies()
         spy = start_py_spy(args.py_spy, child, window) if args.py_spy else None
-        child.recv("mark")
-        feeds1 = server.feeds()
+        for _part in range(PARTS):
+            child.recv("mark")
+            feeds.append(server.feeds())
+        steal1 = _steal_jiffies()
         res = child.recv("result")
         child.proc.wait(60)
     finally:
@@ -570,9 +558,25 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
         if f is not None and res["t_window_start"] <= f <= res["t_window_end"] - interval * 1.2 - 1.0
     ]
     missed = sum(tid not in detected for tid in due)
-    polls = feeds1 - feeds0
+    polls = feeds[-1] - feeds[0]
     lag = res["lag"]
     server.configure(render_seconds=args.render_seconds)
+    cpu_marks = res["cpu_marks"]
+    part_cpu = [
+        (cpu_marks[k + 1] - cpu_marks[k]) * 1000 / (feeds[k + 1] - feeds[k])
+        for k in range(PARTS)
+        if feeds[k + 1] > feeds[k]
+    ]
+    # Without the collector's pauses: a 250 ms gen-2 pause lands in one part or another, and is
+    # the client's own cost (it stays in cpu_ms_per_poll), not a sign of other load.
+    part_cpu_ex_gc = [
+        (cpu_marks[k + 1] - cpu_marks[k] - res["gc_s_parts"][k]) * 1000 / (feeds[k + 1] - feeds[k])
+        for k in range(PARTS)
+        if feeds[k + 1] > feeds[k]
+    ]
+    steal = None
+    if steal0 is not None and steal1 is not None and steal1[1] > steal0[1]:
+        steal = round((steal1[0] - steal0[0]) / (steal1[1] - steal0[1]), 4)
     return {
         "client": client,
         "n": n,
@@ -581,13 +585,19 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
         "polls": polls,
         "polls_per_s": round(polls / res["window_s"], 1),
         "cpu_ms_per_poll": round(res["cpu_s"] * 1000 / polls, 4) if polls else None,
+        # (max - min) / median of the window's parts, GC pauses left out: how much the figure
+        # moved within the run for reasons outside the client.
+        "cpu_part_spread": _spread(part_cpu_ex_gc),
+        "cpu_ms_per_poll_parts": [round(x, 4) for x in part_cpu],
+        "polls_parts": [feeds[k + 1] - feeds[k] for k in range(PARTS)],
         "cpu_util": round(res["cpu_s"] / res["window_s"], 3),
         "rss_kib_per_trigger": round((res["rss_peak"] - res["rss0"]) / 1024 / n, 2),
         "lag_p50_s": C.percentile(lag, 50),
         "lag_p99_s": C.percentile(lag, 99),
         "lag_max_s": max(lag) if lag else None,
+        "lag_samples": len(lag),
         "detected": len(latencies),
-        "missed": missed,
+        "missed": None if idle else missed,
         "detect_p50_s": C.percentile(latencies, 50),
         "detect_p99_s": C.percentile(latencies, 99),
         "errors": res["errors"],
@@ -596,9 +606,18 @@ def run_one(server: C.Server, child: Child, args: argparse.Namespace, warm_task:
         "gc_pause_total_s": res["gc_pause_total_s"],
         "gc_gen2_runs": res["gc_gen2_runs"],
         "gc_objects_end": res["gc_objects_end"],
+        # Share of the window the client waited for a CPU while runnable (other processes), and
+        # the hypervisor's steal over all CPUs: the load the CPU-time figures cannot show.
+        "runq_wait_frac": None if res["runq_wait_s"] is None else round(res["runq_wait_s"] / res["window_s"], 4),
+        "steal_frac": steal,
         "profile": profile,
         "alive_at_end": res["alive_at_end"],
     }
+
+
+def _spread(values: list[float]) -> float | None:
+    middle = C.median(values)
+    return round((max(values) - min(values)) / middle, 3) if values and middle else None
 
 
 def start_py_spy(folder: str, child: Child, window: float) -> tuple[subprocess.Popen[bytes], Path] | None:
@@ -735,6 +754,31 @@ def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
     }
 
 
+# When a run's figures can stand for a quiet machine's (quick mode's verdict).
+MAX_RUNQ_WAIT = 0.02  # the client waited for a CPU at most 2 % of its window
+MAX_STEAL = 0.02
+MAX_PART_SPREAD = 0.2  # CPU per poll (GC pauses aside) moved at most this much between quarters
+MIN_LAG_SAMPLES = 150  # p99 then excludes at least one sample
+
+
+def comparability(results: list[dict[str, Any]], ns: list[int]) -> tuple[bool, list[str]]:
+    """Whether the runs at ``ns`` measured the code rather than the machine, and if not, why."""
+    reasons = []
+    for r in results:
+        if r["n"] not in ns:
+            continue
+        who = f"{r['client']} N={r['n']}"
+        if r.get("runq_wait_frac") is not None and r["runq_wait_frac"] > MAX_RUNQ_WAIT:
+            reasons.append(f"{who} waited for a CPU {r['runq_wait_frac']:.0%} of its window (other load)")
+        if r.get("steal_frac") is not None and r["steal_frac"] > MAX_STEAL:
+            reasons.append(f"{who}: hypervisor steal {r['steal_frac']:.0%}")
+        if r.get("cpu_part_spread") is not None and r["cpu_part_spread"] > MAX_PART_SPREAD:
+            reasons.append(f"{who}: CPU per poll moved {r['cpu_part_spread']:.0%} within the window")
+        if r["client"] == "ours" and r.get("lag_samples", 0) < MIN_LAG_SAMPLES:
+            reasons.append(f"{who}: {r.get('lag_samples', 0)} lag samples, too few for a p99")
+    return not reasons, reasons
+
+
 SUMMED = ("detected", "missed", "errors", "polls")
 
 
@@ -754,7 +798,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if key in ("n", "poll_interval_s"):
                 merged[key] = value
             elif key in SUMMED:
-                merged[key] = sum(values)
+                merged[key] = None if None in values else sum(values)
             elif isinstance(value, float | int) and not isinstance(value, bool) and None not in values:
                 merged[key] = C.median(values)
             else:
@@ -775,7 +819,7 @@ def plot(results: list[dict[str, Any]], path: Path, failed: list[dict[str, Any]]
     ns = sorted({r["n"] for r in results} | {f["n"] for f in failed or []})
     for client in ALL_CLIENTS:
         rows = sorted((r for r in results if r["client"] == client), key=lambda r: r["n"])
-        if not rows:
+        if not rows or client == "harness":  # no polls: nothing to plot per poll
             continue
         xs = [r["n"] for r in rows]
         missing = [f"{f['n']:,}" for f in failed or [] if f["client"] == client]
@@ -833,9 +877,9 @@ def main() -> None:
     if args.n:
         ns = sorted({int(x) for v in args.n for x in str(v).split(",") if x})
     else:
-        ns = [100] if args.quick else [200, 1000, 5000]
+        ns = [QUICK_N] if args.quick else [200, 1000, 5000]
     if args.quick and args.window is None:
-        args.window = 3.0
+        args.window = QUICK_WINDOW_S
     clients = args.clients.split(",") if args.clients else (QUICK_CLIENTS if args.quick else ALL_CLIENTS)
     if "ours" in clients and not C.provider_available(OURS_MODULE):
         print(f"error: {OURS_MODULE} is not importable; run with --clients excluding 'ours'", file=sys.stderr)
@@ -855,15 +899,18 @@ def main() -> None:
             for i, (n, client) in enumerate(plan):
                 if len(children) <= i:
                     children.append(Child(server, shim.url, client, n, args, scratch))
+                next_child = None
                 if args.quick and i + 1 < len(plan):
-                    # Quick mode: the next client imports (on the server core) during this run.
-                    children.append(Child(server, shim.url, plan[i + 1][1], plan[i + 1][0], args, scratch))
+                    # Quick mode: the next client imports (on the server core) while this run
+                    # warms up; run_one waits for it before opening the window.
+                    next_child = Child(server, shim.url, plan[i + 1][1], plan[i + 1][0], args, scratch)
+                    children.append(next_child)
                 server.configure(render_seconds=WARMUP_RENDER_S)
                 warm = Submitter(server.url).submit(1)[0]
                 time.sleep(WARMUP_RENDER_S + 0.3)
                 server.configure(render_seconds=args.render_seconds)
                 try:
-                    r = run_one(server, children[i], args, warm)
+                    r = run_one(server, children[i], args, warm, next_child)
                 except RuntimeError as exc:  # one broken run must not lose the others
                     print(f"  N={n:>5} {client:<14} FAILED: {exc}", flush=True)
                     failed.append({"client": client, "n": n, "failed": str(exc)[:500]})
@@ -956,6 +1003,9 @@ def main() -> None:
                 row[f"cpu_vs_{other}"] = C.ratio(ours["cpu_ms_per_poll"], o["cpu_ms_per_poll"])
                 row[f"rss_vs_{other}"] = C.ratio(ours["rss_kib_per_trigger"], o["rss_kib_per_trigger"])
         row["lag_p99_s"] = ours["lag_p99_s"]
+        harness_n = get("harness", n)
+        if harness_n is not None:  # the wrapper's own share of every client's memory per trigger
+            row["rss_harness_kib"] = harness_n["rss_kib_per_trigger"]
         per_n[str(n)] = row
         print(f"  N={n}: " + ", ".join(f"{k}={C.fmt(v)}" for k, v in row.items()))
 
@@ -977,6 +1027,16 @@ def main() -> None:
     def cpu(r: dict[str, Any] | None) -> float | None:
         return None if r is None else r["cpu_ms_per_poll"]
 
+    comparable, reasons = comparability(results, [top]) if args.quick else (None, [])
+    if args.quick and failed:
+        comparable, reasons = False, [*reasons, *(f"{f['client']} N={f['n']} did not finish" for f in failed)]
+    if args.quick:
+        print()
+        if comparable:
+            print(f"Quick run: comparable with a full run's N={top} row (per_n['{top}']), within ~15 %.")
+        else:
+            print(f"Quick run: NOT comparable with a full run ({'; '.join(reasons)}).")
+    harness = get("harness", top)
     figures = {
         "n": top,
         "cpu_per_poll_vs_http_sensor": C.ratio(cpu(ours), cpu(sensor)),
@@ -997,6 +1057,9 @@ def main() -> None:
         "server": server.kind,
         "loadavg_1m_start": load_at_start,
         "loadavg_1m": C.machine_info().get("loadavg_1m"),
+        "comparable_with_full": comparable,
+        "not_comparable_because": reasons,
+        "rss_kib_per_trigger_harness": None if harness is None else harness["rss_kib_per_trigger"],
     }
     if args.out:
         Path(args.out).write_text(json.dumps({"figures": figures, "runs": results, "raw_runs": raw_runs}, indent=1))

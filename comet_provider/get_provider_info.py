@@ -47,6 +47,24 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Used when a task sets no callback_url; CometAPI POSTs results there.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "proxy": {
+                        "label": "Proxy URL",
+                        "description": "http://[user:password@]host:port for every request (API, polls, "
+                        "downloads); replaces HTTPS_PROXY / HTTP_PROXY / NO_PROXY. Empty: those variables.",
+                        # A password field: proxy credentials are secrets like the API key.
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "ca_bundle": {
+                        "label": "CA bundle (PEM path)",
+                        "description": "CA certificates to trust instead of the system's, e.g. a "
+                        "TLS-inspecting proxy's; the file must exist on every worker and triggerer.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "verify": {
+                        "label": "Verify TLS certificates",
+                        "description": "Turn off only for testing: certificates are then not checked at all.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port", "extra"],

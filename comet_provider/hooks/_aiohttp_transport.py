@@ -1,14 +1,13 @@
-"""An httpx transport carried by aiohttp, for the async poll path.
+"""The async transport: one aiohttp session per event loop, for the trigger's polls.
 
-Measured (benchmarks/README.md): polling through ``httpx.AsyncClient`` costs
-about 3x the CPU of bare aiohttp per request, and the ``httpx-aiohttp`` package
-still about 1.8x, mostly in client-side bookkeeping and response streaming.
-This transport reads each (small JSON) body whole and is driven without the
-client layer, which brings a poll within ~1.2x of the aiohttp floor while the
-hook keeps speaking httpx (``httpx.Request``/``httpx.Response``/httpx errors).
-It also maps failures precisely: only a connection that could not be opened
-becomes ``ConnectError``/``ConnectTimeout`` (the request never left), which is
-what decides whether a paid submission may be retried.
+Measured (benchmarks/README.md): polling through ``httpx.AsyncClient`` costs about 3x the CPU
+of bare aiohttp per request. The hook's own calls use :meth:`AiohttpTransport.post`: a
+prepared URL, headers and timeouts per connection, the body read whole, and no httpx objects
+(building an ``httpx.Request``/``httpx.Response`` per poll cost more instructions than the rest
+of the hook). As an ``httpx.AsyncBaseTransport`` it also serves httpx requests. Both map
+failures to httpx's errors precisely: only a connection that could not be opened becomes
+``ConnectError``/``ConnectTimeout`` (the request never left), which is what decides whether a
+paid submission may be retried.
 """
 
 from __future__ import annotations
@@ -22,11 +21,14 @@ import httpx
 import yarl
 from multidict import CIMultiDict
 
+from comet_provider.hooks._network import aread_answer
+
 if TYPE_CHECKING:
     from comet_provider.hooks._settings import CometSettings
 
-# A prepared request target: URL, headers and timeouts, built once per (settings, path).
-_Route = tuple[yarl.URL, "CIMultiDict[str]", aiohttp.ClientTimeout]
+# A prepared request target, built once per (settings, path): URL, headers, timeouts, and the
+# network policy's proxy (URL without credentials, and those) and TLS context (True: aiohttp's default).
+_Route = tuple[yarl.URL, "CIMultiDict[str]", aiohttp.ClientTimeout, yarl.URL | None, aiohttp.BasicAuth | None, Any]
 
 __all__ = ["AiohttpTransport"]
 
@@ -84,7 +86,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 total=None, sock_connect=spec.get("connect"), sock_read=spec.get("read"), connect=spec.get("pool")
             )
             url = yarl.URL(settings.base_url + path, encoded=True)
-            route = entry[1][path] = (url, CIMultiDict(settings.headers.items()), timeout)
+            network = settings.network
+            proxy = network.route(settings.base_url)
+            # aiohttp's default context is the system's CAs: only a ca_bundle or verify=false needs ours.
+            ssl_context = network.ssl_context() if network.custom_trust else True
+            route = entry[1][path] = (
+                url,
+                CIMultiDict(settings.headers.items()),
+                timeout,
+                yarl.URL(proxy.url) if proxy else None,
+                aiohttp.BasicAuth(*proxy.auth) if proxy and proxy.auth else None,
+                ssl_context,
+            )
         return route
 
     async def post(self, settings: CometSettings, path: str, content: bytes) -> tuple[int, Mapping[str, str], bytes]:
@@ -96,10 +109,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session
         if session is None or session.closed:
             session = self._get_session()
-        url, headers, timeout = self._route(settings, path)
+        url, headers, timeout, proxy, proxy_auth, ssl_context = self._route(settings, path)
         try:
-            async with session.post(url, data=content, headers=headers, timeout=timeout, allow_redirects=False) as r:
-                return r.status, r.headers, await r.read()
+            async with session.post(
+                url,
+                data=content,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+                ssl=ssl_context,
+                auto_decompress=False,  # decoded by aread_answer, never past the cap
+            ) as r:
+                body = await aread_answer(r.content.iter_any(), r.headers, settings.network.max_answer_bytes)
+                return r.status, r.headers, body
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _httpx_error(exc, None) from exc
 

@@ -5,7 +5,8 @@ destination's writer (``readinto`` and a memoryview: no per-chunk copy) when the
 transport offers it (``DownloadTransport``), else through ``iter_raw()``.
 Requests go straight to the transport, redirects followed here: an
 ``httpx.Client`` would log every URL whole at INFO, signed query strings included.
-The API key is never sent: render URLs are on a CDN, not CometAPI.
+The API key is never sent: render URLs are on a CDN, not CometAPI. Proxy and TLS
+trust are the connection's network policy (:mod:`._network`), applied by the transport.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from comet_provider.exceptions import CometAPIError, CometConnectionError, without_query
+from comet_provider.exceptions import CometAPIError, CometConfigError, CometConnectionError, without_query
 from comet_provider.hooks._errors import _render_answer_error, _render_transport_error
+from comet_provider.hooks._network import UnverifiedCertificate
 from comet_provider.hooks._settings import USER_AGENT
 from comet_provider.hooks.storage import AtomicFile
 
@@ -92,6 +94,8 @@ def fetch_render(
                         request_sent=True,
                     )
                 return sink.commit(), size
+    except UnverifiedCertificate as exc:  # no retry fixes the trust settings
+        raise CometConfigError(str(exc)) from None
     except httpx.TransportError as exc:
         raise _render_transport_error(exc) from None
 
@@ -103,6 +107,8 @@ def probe_render(transport: httpx.BaseTransport, url: str, timeout: httpx.Timeou
             status = 200 if response.status_code == 206 else response.status_code
             first = next(_chunks(response), b"") if status == 200 else b""
             error = _render_answer_error(status, response.headers, first, url)
+    except UnverifiedCertificate as exc:  # no retry fixes the trust settings
+        raise CometConfigError(str(exc)) from None
     except httpx.TransportError as exc:
         raise _render_transport_error(exc) from None
     if error is not None:
@@ -126,7 +132,8 @@ def head_identity(transport: httpx.BaseTransport, url: str, timeout: httpx.Timeo
         with _opened(transport, "HEAD", url, timeout) as response:
             status, headers = response.status_code, response.headers
     except Exception as exc:  # an unknown identity is an answer, not a failure
-        log.info("Could not read the identity of source %s (%s); using its URL.", shown, type(exc).__name__)
+        why = str(exc) if isinstance(exc, UnverifiedCertificate) else type(exc).__name__
+        log.info("Could not read the identity of source %s (%s); using its URL.", shown, why)
         return None
     if not 200 <= status < 300:
         log.info("Source %s answered HEAD with HTTP %d; using its URL.", shown, status)

@@ -11,12 +11,13 @@ pages) still yields ``bytes`` as httpx expects.
 
 from __future__ import annotations
 
-import functools
 import http.client
 import ssl
 from collections.abc import Iterator
 
 import httpx
+
+from comet_provider.hooks._network import NetworkPolicy, ProxyRoute, UnverifiedCertificate
 
 __all__ = ["DownloadTransport"]
 
@@ -50,48 +51,67 @@ class _Body(httpx.SyncByteStream):
         self._conn.close()
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Loading the CA store takes ~20 ms: once per process, and only for https.
-    return ssl.create_default_context()
-
-
 class DownloadTransport(httpx.BaseTransport):
-    """One connection per request (downloads are few and large); TLS always verified."""
+    """One connection per request (downloads are few and large), under the connection's network policy:
+    its proxy (absolute-URI requests for http, a CONNECT tunnel for https) and its TLS trust."""
+
+    def __init__(self, policy: NetworkPolicy | None = None) -> None:
+        self.policy = policy if policy is not None else NetworkPolicy()
+
+    def _connection(
+        self, url: httpx.URL, route: ProxyRoute | None, connect_timeout: float | None
+    ) -> tuple[http.client.HTTPConnection, str]:
+        """An unopened connection for ``url`` (through ``route``) and the request target to send on it."""
+        target = url.raw_path.decode("ascii")
+        if url.scheme == "https":
+            conn: http.client.HTTPConnection
+            context = self.policy.ssl_context()
+            if route is None:
+                conn = http.client.HTTPSConnection(url.host, url.port, timeout=connect_timeout, context=context)
+            else:
+                conn = http.client.HTTPSConnection(route.host, route.port, timeout=connect_timeout, context=context)
+                host = f"[{url.host}]" if ":" in url.host else url.host
+                conn.set_tunnel(host, url.port or 443, headers=route.headers)
+            return conn, target
+        if route is None:
+            return http.client.HTTPConnection(url.host, url.port, timeout=connect_timeout), target
+        # Through the proxy: the absolute URI as the target (http.client sends its Host).
+        return http.client.HTTPConnection(route.host, route.port, timeout=connect_timeout), str(url)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        timeouts = request.extensions.get("timeout") or {}
-        conn: http.client.HTTPConnection
-        if url.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                url.host, url.port, timeout=timeouts.get("connect"), context=_tls_context()
-            )
-        elif url.scheme == "http":
-            conn = http.client.HTTPConnection(url.host, url.port, timeout=timeouts.get("connect"))
-        else:
+        if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}", request=request)
+        timeouts = request.extensions.get("timeout") or {}
+        route = self.policy.route(url)
+        conn, target = self._connection(url, route, timeouts.get("connect"))
+        shown = self.policy.redact
         try:
             conn.connect()
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            raise UnverifiedCertificate(self.policy.certificate_message(url.host, exc), request=request) from exc
         except TimeoutError as exc:
             conn.close()
-            raise httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request) from exc
+            raise httpx.ConnectTimeout(shown(str(exc)) or "timed out connecting", request=request) from exc
         except OSError as exc:
             conn.close()
-            raise httpx.ConnectError(str(exc), request=request) from exc
+            raise httpx.ConnectError(shown(str(exc)), request=request) from exc
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(timeouts.get("read"))
             # http.client writes Host itself.
             headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-            conn.request(request.method, url.raw_path.decode("ascii"), body=request.content or None, headers=headers)
+            if route is not None and url.scheme == "http":  # https: the credentials went with CONNECT
+                headers.update(route.headers)
+            conn.request(request.method, target, body=request.content or None, headers=headers)
             response = conn.getresponse()
         except TimeoutError as exc:
             conn.close()
-            raise httpx.ReadTimeout(str(exc) or "timed out waiting for the answer", request=request) from exc
+            raise httpx.ReadTimeout(shown(str(exc)) or "timed out waiting for the answer", request=request) from exc
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
+            raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {shown(str(exc))}", request=request) from exc
         body = _Body(response, conn, request)
         return httpx.Response(
             response.status,

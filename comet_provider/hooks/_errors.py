@@ -19,6 +19,7 @@ from comet_provider.exceptions import (
     CometAPIError,
     CometAuthError,
     CometBadRequestError,
+    CometConfigError,
     CometConnectionError,
     CometError,
     CometMalformedResponseError,
@@ -30,6 +31,7 @@ from comet_provider.exceptions import (
     redact,
     without_query,
 )
+from comet_provider.hooks._network import AnswerTooLarge, UnverifiedCertificate, certificate_failure
 from comet_provider.models import RunwayStatus, RunwayTask
 from comet_provider.utils.retry import RetryPolicy
 
@@ -57,15 +59,27 @@ _DECODER = json.JSONDecoder()
 # -- CometAPI ----------------------------------------------------------------------------------------
 
 
-def _transport_error(exc: httpx.TransportError, settings: CometSettings, path: str) -> CometConnectionError:
+def _transport_error(exc: httpx.TransportError, settings: CometSettings, path: str) -> CometError:
+    network = settings.network
+    failure = certificate_failure(exc)
+    if failure is not None or isinstance(exc, UnverifiedCertificate):  # no retry fixes the trust settings
+        return CometConfigError(network.certificate_message(httpx.URL(settings.base_url).host, failure))
+    detail = redact(network.redact(str(exc) or type(exc).__name__), settings.api_key)
+    if isinstance(exc, AnswerTooLarge):
+        return CometConnectionError(
+            f"CometAPI's answer at {settings.base_url}{path} was refused: {detail}. API answers are small "
+            "JSON documents: a gateway or proxy in front of the API may be broken.",
+            request_sent=True,
+        )
     # Only a connection that could not be opened proves the request never left.
     request_sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
     what = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    detail = redact(str(exc) or type(exc).__name__, settings.api_key)
+    proxy = network.shown_proxy(settings.base_url)
+    via = f" through the proxy {proxy}" if proxy else ""
     return CometConnectionError(
-        f"Request to {settings.base_url}{path} {what} ({type(exc).__name__}: {detail}). "
-        "Check that the Host of connection "
-        f"{settings.conn_id!r} is reachable from this machine.",
+        f"Request to {settings.base_url}{path}{via} {what} ({type(exc).__name__}: {detail}). "
+        f"Check that the Host of connection {settings.conn_id!r} is reachable from this machine"
+        f"{' through that proxy' if proxy else ''}.",
         request_sent=request_sent,
     )
 
@@ -111,6 +125,8 @@ def _answer(
             retry_after=retry_after,
             **common,
         )
+    if status == 407:
+        raise _proxy_refused(settings.base_url)
     if status in (401, 403):
         raise CometAuthError(
             f"CometAPI rejected the API key (HTTP {status} at {where}: {shown}). Put a valid CometAPI key "
@@ -120,6 +136,12 @@ def _answer(
     if status == 408 or status >= 500:
         raise CometServerError(f"CometAPI had a server error (HTTP {status} at {where}: {shown}).", **common)
     advice = ""
+    if 300 <= status < 400:
+        location = without_query(headers.get("Location", "")) or "nowhere"
+        advice = (
+            f" It redirects to {location}, which is not followed (the API key would go along): "
+            f"set the Host of connection {settings.conn_id!r} to the API's own URL."
+        )
     if error_code == "callback_url_empty":
         advice = (
             " This endpoint wants a callback_url: pass callback_url= or set a 'callback_url' extra "
@@ -220,10 +242,19 @@ def _render_answer_error(status: int, headers: httpx.Headers, head: bytes | memo
         return None
     if status in _GONE:
         return _render_gone(url, status, f"answered HTTP {status}")
+    if status == 407:
+        return _proxy_refused(url)
     host = httpx.URL(url).host
     if status == 429 or status == 408 or status >= 500:
         return CometServerError(f"The render host {host} answered HTTP {status}.", status_code=status)
     return CometAPIError(f"The render host {host} answered HTTP {status}.", status_code=status)
+
+
+def _proxy_refused(url: str) -> CometConfigError:
+    return CometConfigError(
+        f"The proxy on the way to {httpx.URL(url).host} refused its credentials (HTTP 407): check the user and "
+        "password in the connection's extra 'proxy' or in HTTP_PROXY / HTTPS_PROXY."
+    )
 
 
 def _render_gone(url: str, status: int, what: str) -> RenderUnavailableError:

@@ -2,7 +2,8 @@
 
 Thousands of triggers in one triggerer share its connections, and the settings of
 their connection: one lookup and one copy for all of them. Hooks hold the pool
-open with ``async with`` (a lease); the last one out closes it.
+open with ``async with`` (a lease); the last one out closes it. :func:`post` is
+the hook's one way to send: through the pool, or a caller's httpx transport.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
+import httpx
+
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from comet_provider.hooks._aiohttp_transport import AiohttpTransport
     from comet_provider.hooks._settings import CometSettings
 
@@ -21,6 +26,7 @@ __all__ = [
     "acquire",
     "close_shared_async_client",
     "loop_transport",
+    "post",
     "release",
     "remember_settings",
     "shared_settings",
@@ -60,6 +66,28 @@ def _pool() -> _LoopPool:
 def loop_transport() -> AiohttpTransport:
     """This event loop's shared transport (created on first use)."""
     return _pool().transport
+
+
+def post(
+    transport: httpx.AsyncBaseTransport | None, settings: CometSettings, path: str, content: bytes
+) -> Awaitable[tuple[int, Mapping[str, str], bytes]]:
+    """POST ``content`` to ``path``: status, headers, body. Through this loop's shared pool, or through
+    ``transport`` (a caller's httpx transport). Returns the call itself: no extra frame per poll."""
+    if transport is None:
+        return _pool().transport.post(settings, path, content)
+    return _httpx_post(transport, settings, path, content)
+
+
+async def _httpx_post(
+    transport: httpx.AsyncBaseTransport, settings: CometSettings, path: str, content: bytes
+) -> tuple[int, httpx.Headers, bytes]:
+    # Driven without an AsyncClient, whose bookkeeping adds nothing a single POST needs.
+    request = httpx.Request(
+        "POST", settings.urls[path], content=content, headers=settings.headers, extensions=settings.timeout_extension
+    )
+    response = await transport.handle_async_request(request)
+    await response.aread()
+    return response.status_code, response.headers, response.content
 
 
 def acquire() -> None:

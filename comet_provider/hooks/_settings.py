@@ -9,6 +9,7 @@ import httpx
 
 from comet_provider import __version__
 from comet_provider.exceptions import CometConfigError, CometError
+from comet_provider.hooks._network import NetworkPolicy
 from comet_provider.utils.validation import check_http_url
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class CometSettings:
     runway_version: str = DEFAULT_RUNWAY_VERSION
     timeout: float = DEFAULT_TIMEOUT
     callback_url: str | None = None
+    #: Proxy, TLS trust and answer cap for every request (extras ``proxy``, ``ca_bundle``, ``verify``).
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
     headers: httpx.Headers = field(init=False, repr=False, compare=False)
     timeout_extension: dict[str, Any] = field(init=False, repr=False, compare=False)
     urls: dict[str, httpx.URL] = field(init=False, repr=False, compare=False)
@@ -66,6 +69,8 @@ class CometSettings:
                     "X-Runway-Version": self.runway_version,
                     "Content-Type": "application/json",
                     "Accept": "application/json",
+                    # Only codings the answer cap can decode in bounded memory (no br/zstd).
+                    "Accept-Encoding": "gzip, deflate",
                     "User-Agent": USER_AGENT,
                 }
             ),
@@ -99,7 +104,8 @@ class CometSettings:
                 callback_url = check_http_url("callback_url", callback_url)
             except CometError as exc:
                 raise CometConfigError(f"Connection {conn_id!r}: extra {exc}") from None
-        return cls(conn_id, base_url, api_key, version.strip(), timeout, callback_url)
+        network = NetworkPolicy.from_extra(conn_id, extra)
+        return cls(conn_id, base_url, api_key, version.strip(), timeout, callback_url, network)
 
 
 def _base_url(conn_id: str, raw_host: str | None, port: int | None) -> str:

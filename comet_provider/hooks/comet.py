@@ -24,6 +24,7 @@ from airflow.sdk import BaseHook
 from comet_provider.exceptions import CometError, RunwayTaskNotFoundError
 from comet_provider.hooks import _pool
 from comet_provider.hooks._errors import _answer, _submission_error, _submitted_task, _transport_error
+from comet_provider.hooks._network import NetworkPolicy, read_answer
 from comet_provider.hooks._pool import close_shared_async_client
 from comet_provider.hooks._settings import (
     DEFAULT_BASE_URL,
@@ -35,6 +36,7 @@ from comet_provider.hooks._settings import (
     http_timeout,
 )
 from comet_provider.models import RunwayStatus, RunwayTask
+from comet_provider.utils import metrics
 from comet_provider.utils.retry import RetryCallback, RetryPolicy
 from comet_provider.utils.validation import build_video2video_payload, check_http_url, check_task_id
 
@@ -104,6 +106,7 @@ class CometHook(BaseHook):
         self.not_found_grace = not_found_grace
         self._settings: CometSettings | None = None
         self._client: httpx.Client | None = None
+        self._env_network: NetworkPolicy | None = None
 
     def longest_call(self) -> float:
         """Seconds one call can take at most, retries included (once settings are known)."""
@@ -229,7 +232,9 @@ class CometHook(BaseHook):
         while True:
             try:
                 stored, size = fetch_render(self._fetch_transport(), source, destination, DOWNLOAD_TIMEOUT)
-                return DownloadResult(stored, size, time.monotonic() - started)
+                result = DownloadResult(stored, size, time.monotonic() - started)
+                metrics.download_stored(result.size_bytes, result.seconds)
+                return result
             except CometError as exc:
                 time.sleep(retrying.after(exc))
 
@@ -251,8 +256,9 @@ class CometHook(BaseHook):
 
         http(s): one HEAD (no API key, redirects followed, no retries, 10 s at most) and the
         answer's ETag, Last-Modified and Content-Length. Local paths, ``file://`` and object
-        storage: size and modification time, or the ETag the filesystem reports. Never raises:
-        an unreadable identity (refused, 405, unreachable, missing) is None and a log line.
+        storage: size and modification time, or the ETag the filesystem reports. An unreadable
+        identity (refused, 405, unreachable, missing) is None and a log line, never an error; only
+        a misconfigured connection (its ``proxy``/``ca_bundle``/``verify``) raises CometConfigError.
         """
         if isinstance(url, str) and url.strip().lower().startswith(("http://", "https://")):
             from comet_provider.hooks._download import head_identity
@@ -324,8 +330,15 @@ class CometHook(BaseHook):
 
     def _sync_client(self, settings: CometSettings) -> httpx.Client:
         if self._client is None:
+            # Proxy and TLS from the network policy, not httpx's own reading of the environment.
+            own = self._transport is None
             self._client = httpx.Client(
-                timeout=http_timeout(settings.timeout), follow_redirects=False, transport=self._transport
+                timeout=http_timeout(settings.timeout),
+                follow_redirects=False,
+                transport=self._transport,
+                proxy=settings.network.proxy_for(settings.base_url) if own else None,
+                verify=settings.network.ssl_context() if own else True,
+                trust_env=False,
             )
         return self._client
 
@@ -336,10 +349,17 @@ class CometHook(BaseHook):
         while True:
             try:
                 try:
-                    response = client.post(settings.base_url + path, content=content, headers=settings.headers)
+                    request = client.build_request(
+                        "POST", settings.urls[path], content=content, headers=settings.headers
+                    )
+                    response = client.send(request, stream=True)
+                    try:  # streamed: an answer over the cap is refused before it is read whole
+                        answer = read_answer(response, settings.network.max_answer_bytes)
+                    finally:
+                        response.close()
                 except httpx.TransportError as exc:
                     raise _transport_error(exc, settings, path) from None
-                return _answer(response.status_code, response.headers, response.content, settings, path)
+                return _answer(response.status_code, response.headers, answer, settings, path)
             except CometError as exc:
                 time.sleep(retrying.after(exc))
 
@@ -349,7 +369,20 @@ class CometHook(BaseHook):
             return self._transport
         from comet_provider.hooks._download_transport import DownloadTransport
 
-        return DownloadTransport()
+        return DownloadTransport(self._network())
+
+    def _network(self) -> NetworkPolicy:
+        """The connection's network policy, or the environment's alone without one (no API key needed)."""
+        from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+        if self._settings is not None:
+            return self._settings.network
+        if self._env_network is None:
+            try:
+                return self.get_settings().network
+            except AirflowNotFoundException:
+                self._env_network = NetworkPolicy()
+        return self._env_network
 
     # -- async I/O ---------------------------------------------------------------------------------
 
@@ -362,12 +395,8 @@ class CometHook(BaseHook):
         while True:
             try:
                 try:
-                    if self._async_transport is None:
-                        # The loop's shared aiohttp pool, without httpx objects: building an
-                        # httpx Request and Response cost more CPU than the rest of a poll.
-                        status, headers, answer = await _pool.loop_transport().post(settings, path, content)
-                    else:
-                        status, headers, answer = await self._ahttpx_post(settings, path, content)
+                    # The loop's shared aiohttp pool (no httpx objects built), or a caller's transport.
+                    status, headers, answer = await _pool.post(self._async_transport, settings, path, content)
                 except httpx.TransportError as exc:
                     raise _transport_error(exc, settings, path) from None
                 return _answer(status, headers, answer, settings, path)
@@ -378,25 +407,10 @@ class CometHook(BaseHook):
                     )
                 await asyncio.sleep(retrying.after(exc))
 
-    async def _ahttpx_post(
-        self, settings: CometSettings, path: str, content: bytes
-    ) -> tuple[int, httpx.Headers, bytes]:
-        """One POST through a caller-supplied httpx transport (driven without an AsyncClient)."""
-        transport = self._async_transport
-        assert transport is not None
-        request = httpx.Request(
-            "POST",
-            settings.urls[path],
-            content=content,
-            headers=settings.headers,
-            extensions=settings.timeout_extension,
-        )
-        response = await transport.handle_async_request(request)
-        await response.aread()
-        return response.status_code, response.headers, response.content
-
     def _retry_logger(self, what: str) -> RetryCallback:
         def log_retry(error: CometError, delay: float, next_attempt: int) -> None:
+            if what == SUBMIT_PATH:
+                metrics.incr(metrics.SUBMISSION_RETRIES)
             self.log.warning(
                 "CometAPI %s: %s. Retrying in %.1fs (attempt %d of %d).",
                 what,

@@ -17,6 +17,7 @@ from comet_provider.exceptions import (
     RunwayTaskNotFoundError,
 )
 from comet_provider.links.runway import VIDEO_URL_XCOM_KEY, RunwayVideoLink
+from comet_provider.utils import metrics
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -230,6 +231,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
                 decision.task.task_id,
                 decision.task.status.value,
             )
+            metrics.incr(metrics.RENDERS_RESUMED)
             return self._wait(context, decision.task)
         self.log.info("%s; submitting a new render.", decision.reason[:1].upper() + decision.reason[1:])
         try:
@@ -237,6 +239,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
         except CometSubmissionUncertainError as exc:
             # Not retried by Airflow either: a retry could pay for a second render.
             raise AirflowFailException(str(exc)) from exc
+        metrics.incr(metrics.RENDERS_SUBMITTED)
         # Recorded before anything else can fail, so a lost worker leaves a retry that resumes.
         record = RenderRecord(
             runway_task_id=task.task_id,
@@ -255,6 +258,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
 
         assert decision.runway_task_id is not None
         self.log.info("Reusing the stored render, not submitting or downloading: %s.", decision.reason)
+        metrics.incr(metrics.RENDERS_REUSED)
         ti = context["ti"]
         ti.xcom_push(key=RUNWAY_TASK_ID_XCOM_KEY, value=decision.runway_task_id)
         ti.xcom_push(key=VIDEO_URL_XCOM_KEY, value="")

@@ -27,6 +27,7 @@ from comet_provider.exceptions import (
     RunwayTaskTimeoutError,
 )
 from comet_provider.models import RunwayTask
+from comet_provider.utils import metrics
 from comet_provider.utils.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -120,18 +121,24 @@ class RunwayWaiter:
         else:
             self.seen = True
         status = task.status._value_  # the plain text; .value is a property, read on every poll
+        if task.progress and not self.last_progress and self.last_status is not None:
+            metrics.render_progressed(self.submitted_at)  # the first poll after one at 0% that saw progress
         # Every status change and every 10% of progress: enough to follow a render in the task
         # log, and cheap (formatting a line per poll was a fifth of a poll's CPU).
         if status != self.last_status or int(task.progress * 10) != int(self.last_progress * 10):
             self.log.info("Runway task %s: %s, %d%% done.", task.task_id, status, round(task.progress * 100))
         self.last_status = status
         self.last_progress = task.progress
-        return task.is_terminal
+        if task.is_terminal:
+            metrics.render_ended(self.submitted_at, status)
+            return True
+        return False
 
     def on_error(self, error: CometError) -> None:
         """Record a failed poll; re-raise what waiting longer cannot fix."""
         if not (error.retryable or (self.seen and isinstance(error, RunwayTaskNotFoundError))):
             raise error
+        metrics.poll_failed(error)
         self.errors_in_a_row += 1
         self._last_error = error
         self.log.warning(
@@ -160,6 +167,7 @@ class RunwayWaiter:
         return delay
 
     def timeout_error(self) -> RunwayTaskTimeoutError:
+        metrics.render_failed("timeout")
         return RunwayTaskTimeoutError.after(self.runway_task_id, time.time() - self.started, self.last_status)
 
 
@@ -264,8 +272,11 @@ def outcome(task: RunwayTask) -> dict[str, Any]:
     from comet_provider._compat import AirflowFailException
 
     try:
-        return task.raise_for_status().to_dict()
+        result = task.raise_for_status().to_dict()
     except RunwayTaskFailedError as exc:
+        metrics.render_failed("safety" if exc.is_safety else "other")
         if exc.is_safety:
             raise AirflowFailException(str(exc)) from exc
         raise
+    metrics.incr(metrics.RENDERS_SUCCEEDED)
+    return result

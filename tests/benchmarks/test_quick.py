@@ -1,6 +1,7 @@
 """Quick runs of every benchmark in benchmarks/: they run, and their last line is the JSON that
 checks outside the project read (fixed keys, sane values). No timing assertions: the figures
-themselves are only meaningful from a full run on a quiet machine (benchmarks/README.md).
+themselves are only meaningful from a full run on a quiet machine (benchmarks/README.md); the
+quick runs of triggerer_scale and download say whether theirs are comparable, and why not.
 
 The four scripts start together (one fixture) so the suite takes about as long as the slowest.
 """
@@ -110,6 +111,15 @@ def positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
+def verdict_is_consistent(f: dict[str, Any]) -> None:
+    """A quick run says whether it stands for a full run; "no" always comes with its reasons."""
+    assert f["quick"] is True
+    assert isinstance(f["comparable_with_full"], bool)
+    reasons = f["not_comparable_because"]
+    assert isinstance(reasons, list) and all(isinstance(r, str) and r for r in reasons)
+    assert f["comparable_with_full"] == (not reasons)
+
+
 def test_triggerer_scale_quick(runs: dict[str, Run]) -> None:
     f = figures_of(runs["triggerer_scale"])
     assert isinstance(f["n"], int) and f["n"] > 0
@@ -124,6 +134,7 @@ def test_triggerer_scale_quick(runs: dict[str, Run]) -> None:
     assert positive(f["loop_lag_p99_s"]) and f["loop_lag_p99_s"] < 60
     # Renders finish during the window: the trigger saw them, within minutes at most.
     assert isinstance(f["detect_latency_p99_s"], (int, float)) and 0 <= f["detect_latency_p99_s"] < 300
+    verdict_is_consistent(f)
 
 
 def test_download_quick(runs: dict[str, Run]) -> None:
@@ -131,6 +142,7 @@ def test_download_quick(runs: dict[str, Run]) -> None:
     assert positive(f["size_mib"]) and f["size_mib"] <= 256
     assert positive(f["throughput_vs_curl"]) and f["throughput_vs_curl"] < 100
     assert isinstance(f["rss_growth_mib"], (int, float)) and 0 <= f["rss_growth_mib"] < 4096
+    verdict_is_consistent(f)
 
 
 def test_import_cost_quick(runs: dict[str, Run]) -> None:
