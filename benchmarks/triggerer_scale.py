@@ -19,7 +19,7 @@ Clients (same harness, same feed endpoint, same load):
 
 Figures per run (over the measured window only):
   cpu_ms_per_poll   client process CPU time (user+sys, all threads) / polls the server saw
-  cpu_part_spread   the same over each quarter of the window: (max - min) / median
+  cpu_part_spread   the same per quarter of the window: range around its trend / median
   rss_kib_per_trig  (peak RSS in the window - RSS before the triggers were created) / N
   lag p50/p99/max   overshoot of a probe coroutine sleeping 50 ms
   detect p50/p99    render finished (server clock) -> trigger event queued (same host clock)
@@ -585,8 +585,8 @@ def run_one(
         "polls": polls,
         "polls_per_s": round(polls / res["window_s"], 1),
         "cpu_ms_per_poll": round(res["cpu_s"] * 1000 / polls, 4) if polls else None,
-        # (max - min) / median of the window's parts, GC pauses left out: how much the figure
-        # moved within the run for reasons outside the client.
+        # How much the figure moved between the window's parts around its trend, GC pauses left
+        # out: moves from outside the client.
         "cpu_part_spread": _spread(part_cpu_ex_gc),
         "cpu_ms_per_poll_parts": [round(x, 4) for x in part_cpu],
         "polls_parts": [feeds[k + 1] - feeds[k] for k in range(PARTS)],
@@ -616,8 +616,19 @@ def run_one(
 
 
 def _spread(values: list[float]) -> float | None:
+    """Range of ``values`` around their straight-line trend, over their median.
+
+    The trend is the load's own: renders finish through the window, so fewer polls share the
+    loop's fixed costs as it goes on. What is left around it is noise (other load, bursts).
+    """
     middle = C.median(values)
-    return round((max(values) - min(values)) / middle, 3) if values and middle else None
+    if len(values) < 3 or not middle:
+        return None
+    n = len(values)
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / sum((x - mean_x) ** 2 for x in range(n))
+    residuals = [y - (mean_y + slope * (x - mean_x)) for x, y in enumerate(values)]
+    return round((max(residuals) - min(residuals)) / middle, 3)
 
 
 def start_py_spy(folder: str, child: Child, window: float) -> tuple[subprocess.Popen[bytes], Path] | None:
@@ -757,7 +768,7 @@ def summarize_collapsed(path: Path, top: int = 12) -> dict[str, Any]:
 # When a run's figures can stand for a quiet machine's (quick mode's verdict).
 MAX_RUNQ_WAIT = 0.02  # the client waited for a CPU at most 2 % of its window
 MAX_STEAL = 0.02
-MAX_PART_SPREAD = 0.2  # CPU per poll (GC pauses aside) moved at most this much between quarters
+MAX_PART_SPREAD = 0.2  # CPU per poll (GC pauses and trend aside) moved at most this much between quarters
 MIN_LAG_SAMPLES = 150  # p99 then excludes at least one sample
 
 

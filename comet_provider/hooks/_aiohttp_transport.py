@@ -122,7 +122,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 ssl=ssl_context,
                 auto_decompress=False,  # decoded by aread_answer, never past the cap
             ) as r:
-                body = await aread_answer(r.content.iter_any(), r.headers, settings.network.max_answer_bytes)
+                limit = settings.network.max_answer_bytes
+                declared = r.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) <= limit and "Content-Encoding" not in r.headers:
+                    # A poll's usual answer: its length, under the cap, is known and there is nothing
+                    # to decode, so it is read whole (what aread_answer returns, without its loop).
+                    body = await r.read()
+                else:
+                    body = await aread_answer(r.content.iter_any(), r.headers, limit)
                 return r.status, r.headers, body
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _httpx_error(exc, None) from exc
