@@ -129,6 +129,11 @@ def test_triggerer_scale_quick(runs: dict[str, Run]) -> None:
         "cpu_per_poll_vs_bare_httpx",
         "rss_per_trigger_vs_http_sensor",
     ):
+        if key == "cpu_per_poll_vs_bare_httpx" and f[key] is None:
+            # An informational peer that did not finish its window (seen once on a loaded CI run):
+            # allowed only when the verdict says so.
+            assert any("did not finish" in reason for reason in f["not_comparable_because"]), f
+            continue
         assert positive(f[key]), (key, f[key])
         assert f[key] < 100, (key, f[key])
     assert positive(f["loop_lag_p99_s"]) and f["loop_lag_p99_s"] < 60
