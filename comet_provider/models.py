@@ -1,12 +1,20 @@
 """What a Runway task is, whatever shape CometAPI reported it in.
 
-CometAPI wraps Runway: a gateway status (``data.status``: QUEUED, IN_PROGRESS,
-SUCCESS, FAILURE, ...) around Runway's own (``data.data.status``: PENDING,
-RUNNING, SUCCEEDED, FAILED, CANCELLED, ...), ``code`` as a number or a string,
-progress as ``"45%"`` or a 0..1 number, and the output URL in one of several
-undocumented places. :meth:`RunwayTask.from_feed` folds all of that into one
-typed object; :meth:`RunwayTask.raise_for_status` is the single place that
-decides what a finished task means.
+CometAPI wraps Runway in the task envelope of the gateway it is built on (QuantumNous/new-api):
+a gateway status (``data.status``: QUEUED, IN_PROGRESS, SUCCESS, FAILURE, ...) around Runway's
+own (``data.data.status``: PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, ...), ``code`` as a
+number or a string, progress as ``"45%"`` or a 0..1 number, and the output URL in one of several
+places. The official route's ``GET /runwayml/v1/tasks/{id}`` may instead answer Runway's bare task
+(``id``, ``status``, ``progress``, ``output``, ``failure``, ``failureCode`` at the top).
+:meth:`RunwayTask.from_feed` folds all of that into one typed object;
+:meth:`RunwayTask.raise_for_status` is the single place that decides what a finished task means.
+
+The gateway's rules (a fixture for each in ``tests/fixtures/gateway``, named after it): a
+finished task's URL may be in ``result_url``, ``video_url``, Runway's ``output``, or, for rows an
+older gateway wrote, only in ``fail_reason``; a failed row echoes its failure text in
+``result_url`` (so URLs are read only from tasks that did not fail, and only http(s) ones); the
+gateway ends tasks itself (its 24 h timeout sweep, lost channels, upstream errors) as FAILURE with
+a text and no Runway code; ``{"code": "success", "data": null}`` is no task at all.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from comet_provider.exceptions import CometMalformedResponseError, RunwayTaskFailedError
+from comet_provider.exceptions import CometMalformedResponseError, RunwayTaskFailedError, RunwayTaskNotFoundError
 
 __all__ = ["RunwayStatus", "RunwayTask"]
 
@@ -115,10 +123,13 @@ def _progress(value: Any) -> float | None:
 
 
 def _url(value: Any) -> str | None:
+    """An http(s) URL, or None: a failed row's ``result_url`` holds the failure text instead."""
     if isinstance(value, list):
         value = value[0] if value else None
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        url = value.strip()
+        if url[:8].lower().startswith(("http://", "https://")):
+            return url
     return None
 
 
@@ -179,19 +190,26 @@ class RunwayTask:
 
     @classmethod
     def from_feed(cls, body: dict[str, Any], *, task_id: str | None = None) -> RunwayTask:
-        """Build a task from a ``/runway/feed`` answer (the whole JSON body).
+        """Build a task from a ``/runway/feed`` or ``/runwayml/v1/tasks/{id}`` answer (the whole JSON body).
 
-        Also accepts the bare ``data`` object (the callback payload's shape).
+        Also accepts the bare ``data`` object (the callback payload's shape) and Runway's bare task.
+
+        :raises RunwayTaskNotFoundError: a success code with no task (``"data": null``).
         """
         data = body.get("data", body) if "code" in body or "message" in body else body
         if not isinstance(data, dict):
+            if data is None:  # the gateway's answer to a fetch that found nothing
+                raise RunwayTaskNotFoundError(
+                    "CometAPI answered without a task (data: null)", error_code="task_not_exist"
+                )
             raise CometMalformedResponseError(
                 f"CometAPI's task answer has no 'data' object (got {type(data).__name__}); "
                 "the API may have changed or a proxy answered instead."
             )
         inner = data.get("data")
         inner = inner if isinstance(inner, dict) else {}
-        tid = _text(data.get("task_id")) or _text(inner.get("id")) or task_id
+        # data.id is the gateway's row number (an int) in an envelope, Runway's id in a bare task.
+        tid = _text(data.get("task_id")) or _text(inner.get("id")) or task_id or _text(data.get("id"))
         if not tid:
             raise CometMalformedResponseError("CometAPI's task answer carries no task id.")
 
@@ -214,17 +232,22 @@ class RunwayTask:
         if status is _SUCCEEDED:
             progress = 1.0
             if video_url is None:
+                video_url = _late_url(data, inner)
+            if video_url is None:
                 raise CometMalformedResponseError(
                     f"Runway task {tid} is reported SUCCEEDED but no output URL was found in any "
-                    "documented place (data.video_url, data.result_url, data.data.video_url, "
-                    "data.data.output). Check the task in the CometAPI dashboard; the raw answer's "
-                    f"keys were: data={sorted(data)}, data.data={sorted(inner)}."
+                    "known place (data.result_url, data.video_url, data.data.video_url, data.data.output, "
+                    "output, and an older gateway's data.fail_reason). Check the task in the CometAPI "
+                    f"dashboard; the raw answer's keys were: data={sorted(data)}, data.data={sorted(inner)}."
                 )
 
         failure_code = fail_reason = None
         if status in _FAILURE:
-            failure_code = _text(inner.get("failureCode")) or _text(data.get("failure_code"))
-            fail_reason = _text(data.get("fail_reason")) or _text(inner.get("failure"))
+            video_url = None  # what a failed row has in result_url is its failure text, not a render
+            failure_code = (
+                _text(inner.get("failureCode")) or _text(data.get("failure_code")) or _text(data.get("failureCode"))
+            )
+            fail_reason = _text(data.get("fail_reason")) or _text(inner.get("failure")) or _text(data.get("failure"))
             if failure_code is None and fail_reason and (match := _CODE_IN_TEXT.match(fail_reason)):
                 failure_code = match.group(1)
         poster = _first_url(data.get("poster"), inner.get("poster"))
@@ -270,6 +293,24 @@ class RunwayTask:
             )
         except (AttributeError, KeyError, ValueError, TypeError) as exc:
             raise CometMalformedResponseError(f"Not a Runway task summary: {value!r}") from exc
+
+
+def _late_url(data: dict[str, Any], inner: dict[str, Any]) -> str | None:
+    """A finished task's URL outside the usual places: Runway's bare task (``output`` at the top), an older
+    gateway's ``fail_reason``, or a gateway behind this one (its whole envelope in ``data.data``)."""
+    url = _first_url(data.get("output"), data.get("fail_reason"))
+    nested = inner.get("data")
+    if url is None and isinstance(nested, dict):
+        runway = nested.get("data")
+        runway = runway if isinstance(runway, dict) else {}
+        url = _first_url(
+            nested.get("result_url"),
+            nested.get("video_url"),
+            runway.get("output"),
+            runway.get("video_url"),
+            nested.get("fail_reason"),
+        )
+    return url
 
 
 def _merge_status(outer: RunwayStatus | None, inner: RunwayStatus | None) -> RunwayStatus | None:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration suite (pytest -m airflow_integration) needs:
-# PostgreSQL (private metadata DB cluster), Chromium and its WebDriver (UI checks).
+# PostgreSQL (private metadata DB cluster), Chromium and its WebDriver (UI checks), Redis
+# (the Celery broker of the CeleryExecutor scenarios).
 # Idempotent and quiet: does nothing when everything is already there. Needs root (or sudo).
 set -euo pipefail
 
-PACKAGES=(postgresql chromium chromium-driver)
+PACKAGES=(postgresql chromium chromium-driver redis-server)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -4,7 +4,8 @@ Measured (benchmarks/README.md): polling through ``httpx.AsyncClient`` costs abo
 of bare aiohttp per request. The hook's own calls use :meth:`AiohttpTransport.post`: a
 prepared URL, headers and timeouts per connection, the body read whole, and no httpx objects
 (building an ``httpx.Request``/``httpx.Response`` per poll cost more instructions than the rest
-of the hook). As an ``httpx.AsyncBaseTransport`` it also serves httpx requests. Both map
+of the hook); :meth:`AiohttpTransport.get` polls the official route's task path the same way. As an
+``httpx.AsyncBaseTransport`` it also serves httpx requests. All map
 failures to httpx's errors precisely: only a connection that could not be opened becomes
 ``ConnectError``/``ConnectTimeout`` (the request never left), which is what decides whether a
 paid submission may be retried.
@@ -134,6 +135,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _httpx_error(exc, None) from exc
 
+    async def get(self, settings: CometSettings, path: str, tail: str = "") -> tuple[int, Mapping[str, str], bytes]:
+        """GET ``path`` + ``tail`` (``tail`` percent-encoded, e.g. a task id): as :meth:`post`, with the
+        same prepared headers, timeouts, proxy and TLS (prepared once per ``path``, not per id)."""
+        session = self._session
+        if session is None or session.closed:
+            session = self._get_session()
+        url, headers, timeout, proxy, proxy_auth, ssl_context = self._route(settings, path)
+        if tail:
+            url = yarl.URL(settings.base_url + path + tail, encoded=True)
+        try:
+            async with session.get(
+                url,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+                ssl=ssl_context,
+                auto_decompress=False,
+            ) as r:
+                return r.status, r.headers, await _read_capped(r, settings.network.max_answer_bytes)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _httpx_error(exc, None) from exc
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._get_session()
         try:
@@ -157,6 +182,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_capped(r: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole decoded body, never past ``limit`` (what :meth:`AiohttpTransport.post` does inline)."""
+    declared = r.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) <= limit and "Content-Encoding" not in r.headers:
+        return await r.read()
+    return await aread_answer(r.content.iter_any(), r.headers, limit)
 
 
 def _httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:

@@ -5,8 +5,10 @@ destination's writer (``readinto`` and a memoryview: no per-chunk copy) when the
 transport offers it (``DownloadTransport``), else through ``iter_raw()``.
 Requests go straight to the transport, redirects followed here: an
 ``httpx.Client`` would log every URL whole at INFO, signed query strings included.
-The API key is never sent: render URLs are on a CDN, not CometAPI. Proxy and TLS
-trust are the connection's network policy (:mod:`._network`), applied by the transport.
+The API key is sent only where the caller says the API itself serves the render (the gateway's
+``/v1/videos/{id}/content`` proxy, on the connection's own host), and never after a redirect to
+another origin: render URLs are usually on a CDN. Proxy and TLS trust are the connection's
+network policy (:mod:`._network`), applied by the transport.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from comet_provider.hooks.storage import AtomicFile
 if TYPE_CHECKING:
     from comet_provider.hooks.storage import Destination
 
-__all__ = ["BUFFER_SIZE", "fetch_render", "head_identity", "probe_render"]
+__all__ = ["BUFFER_SIZE", "ApiKeyFor", "fetch_render", "head_identity", "origin", "probe_render"]
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +39,37 @@ BUFFER_SIZE = 1 << 20
 _HEADERS = {"Accept": "*/*", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: (origin, Authorization header): the one origin a request may carry the API key to.
+ApiKeyFor = tuple[tuple[str, str, int | None], str]
+
+
+def origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port of ``url`` (the default port filled in)."""
+    parts = httpx.URL(url)
+    return parts.scheme, parts.host, parts.port or _DEFAULT_PORTS.get(parts.scheme)
 
 
 @contextlib.contextmanager
 def _opened(
-    transport: httpx.BaseTransport, method: str, url: str, timeout: httpx.Timeout, headers: dict[str, str] = _HEADERS
+    transport: httpx.BaseTransport,
+    method: str,
+    url: str,
+    timeout: httpx.Timeout,
+    headers: dict[str, str] = _HEADERS,
+    api_key_for: ApiKeyFor | None = None,
 ) -> Iterator[httpx.Response]:
-    """The final answer to ``method url`` (GET or HEAD), redirects followed; closed on exit."""
+    """The final answer to ``method url`` (GET or HEAD), redirects followed; closed on exit.
+
+    ``api_key_for``: the Authorization header rides only on requests to that origin."""
     target = httpx.URL(url)
     extensions = {"timeout": timeout.as_dict()}
     for _ in range(_MAX_REDIRECTS + 1):
-        response = transport.handle_request(httpx.Request(method, target, headers=headers, extensions=extensions))
+        sent = headers
+        if api_key_for is not None and origin(target) == api_key_for[0]:
+            sent = {**headers, "Authorization": api_key_for[1]}
+        response = transport.handle_request(httpx.Request(method, target, headers=sent, extensions=extensions))
         location = response.headers.get("Location")
         if response.status_code not in _REDIRECTS or not location:
             break
@@ -64,7 +86,11 @@ def _opened(
 
 
 def fetch_render(
-    transport: httpx.BaseTransport, url: str, destination: Destination, timeout: httpx.Timeout
+    transport: httpx.BaseTransport,
+    url: str,
+    destination: Destination,
+    timeout: httpx.Timeout,
+    api_key_for: ApiKeyFor | None = None,
 ) -> tuple[str, int]:
     """GET ``url`` into ``destination`` atomically; ``(where it was stored, bytes)``.
 
@@ -72,7 +98,7 @@ def fetch_render(
     :class:`CometConnectionError` when the body was cut short or the connection failed.
     """
     try:
-        with _opened(transport, "GET", url, timeout) as response:
+        with _opened(transport, "GET", url, timeout, api_key_for=api_key_for) as response:
             chunks = _chunks(response)
             first = next(chunks, b"") if response.status_code == 200 else b""
             error = _render_answer_error(response.status_code, response.headers, first, url)
@@ -100,10 +126,12 @@ def fetch_render(
         raise _render_transport_error(exc) from None
 
 
-def probe_render(transport: httpx.BaseTransport, url: str, timeout: httpx.Timeout) -> None:
+def probe_render(
+    transport: httpx.BaseTransport, url: str, timeout: httpx.Timeout, api_key_for: ApiKeyFor | None = None
+) -> None:
     """Whether ``url`` still serves the render, from its first KiB: raises what :func:`fetch_render` would."""
     try:
-        with _opened(transport, "GET", url, timeout, {**_HEADERS, "Range": "bytes=0-1023"}) as response:
+        with _opened(transport, "GET", url, timeout, {**_HEADERS, "Range": "bytes=0-1023"}, api_key_for) as response:
             status = 200 if response.status_code == 206 else response.status_code
             first = next(_chunks(response), b"") if status == 200 else b""
             error = _render_answer_error(status, response.headers, first, url)

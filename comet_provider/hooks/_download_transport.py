@@ -12,6 +12,8 @@ pages) still yields ``bytes`` as httpx expects.
 from __future__ import annotations
 
 import http.client
+import io
+import socket
 import ssl
 from collections.abc import Iterator
 
@@ -22,6 +24,15 @@ from comet_provider.hooks._network import NetworkPolicy, ProxyRoute, UnverifiedC
 __all__ = ["DownloadTransport"]
 
 _ITER_CHUNK = 64 << 10
+#: A read of a body of known length wakes once this much has arrived (or the rest of the body),
+#: not for every TCP segment: when the client outpaces the server, a wake-up per segment cost
+#: more CPU than the copy (benchmarks/README.md, download). It also means a read times out when
+#: less than this arrives within the read timeout: 128 KiB per minute is a dead transfer anyway.
+_LOW_WATER = 128 << 10
+_SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
+#: What may sit read but unconsumed above the socket (http.client's buffered reader, one TLS
+#: record): the low-water mark stays below what is still to arrive, or the last read would hang.
+_HELD_ABOVE_SOCKET = io.DEFAULT_BUFFER_SIZE + (32 << 10)
 
 
 class _Body(httpx.SyncByteStream):
@@ -29,6 +40,7 @@ class _Body(httpx.SyncByteStream):
         self._response = response
         self._conn = conn
         self._request = request
+        self._low_water = 1  # the kernel's default
 
     def __iter__(self) -> Iterator[bytes]:
         buffer = memoryview(bytearray(_ITER_CHUNK))
@@ -37,6 +49,22 @@ class _Body(httpx.SyncByteStream):
 
     def readinto(self, buffer: memoryview) -> int:
         """Fill ``buffer`` from the body; the number of bytes read, 0 at its end."""
+        left = self._response.length  # None: chunked or until close, where the rest is unknown
+        if left is not None and _SO_RCVLOWAT is not None:
+            # One readinto is several socket reads; each waits for the low-water mark, so this read
+            # stops while at least that much is still to come (TLS only adds bytes on the wire).
+            # The last stretch of the body is read with the kernel's default.
+            room = left - _LOW_WATER - _HELD_ABOVE_SOCKET
+            want = _LOW_WATER if room >= _LOW_WATER else 1
+            if want > 1:
+                buffer = buffer[: min(len(buffer), room)]
+            sock = self._conn.sock
+            if want != self._low_water and sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, want)
+                    self._low_water = want
+                except OSError:
+                    pass  # a socket that refuses it reads as before
         try:
             return self._response.readinto(buffer)
         except TimeoutError as exc:

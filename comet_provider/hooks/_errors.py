@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from comet_provider.exceptions import (
     without_query,
 )
 from comet_provider.hooks._network import AnswerTooLarge, UnverifiedCertificate, certificate_failure
+from comet_provider.hooks._settings import OFFICIAL_TASK_PATH
 from comet_provider.models import RunwayStatus, RunwayTask
 from comet_provider.utils.retry import RetryPolicy
 
@@ -46,6 +48,7 @@ __all__ = [
     "_submission_error",
     "_submitted_task",
     "_transport_error",
+    "scrub",
 ]
 
 # `code` is a number on submit and a string on feed; any of these means success.
@@ -55,6 +58,12 @@ _GONE = frozenset({403, 404, 410})
 #: What a page starts with, where a video was expected (a video never starts with "<").
 _PAGE_STARTS = (b"<!doctype", b"<html", b"<?xml")
 _DECODER = json.JSONDecoder()
+_DATA_URI = re.compile(r"data:[^\s,\"'<>]*,[^\s\"'<>)\]}]*")
+_URL_QUERY = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s?#\"'<>]+)[?#][^\s\"'<>)\]}]*")
+_SIGNATURE = re.compile(
+    r"(?i)\b(x-amz-signature|x-amz-security-token|x-amz-credential|x-goog-signature|x-goog-credential|"
+    r"signature|sig|token)=[^\s&\"'<>]+"
+)
 
 # -- CometAPI ----------------------------------------------------------------------------------------
 
@@ -64,7 +73,7 @@ def _transport_error(exc: httpx.TransportError, settings: CometSettings, path: s
     failure = certificate_failure(exc)
     if failure is not None or isinstance(exc, UnverifiedCertificate):  # no retry fixes the trust settings
         return CometConfigError(network.certificate_message(httpx.URL(settings.base_url).host, failure))
-    detail = redact(network.redact(str(exc) or type(exc).__name__), settings.api_key)
+    detail = scrub(redact(network.redact(str(exc) or type(exc).__name__), settings.api_key))
     if isinstance(exc, AnswerTooLarge):
         return CometConnectionError(
             f"CometAPI's answer at {settings.base_url}{path} was refused: {detail}. API answers are small "
@@ -108,11 +117,12 @@ def _answer(
             return body
     error_code, message = _error_fields(body)
     where = f"{settings.base_url}{path}"
-    if error_code == "task_not_exist":
+    if error_code == "task_not_exist" or (status == 404 and path.startswith(OFFICIAL_TASK_PATH)):
         raise RunwayTaskNotFoundError(
-            f"CometAPI answered task_not_exist at {where}", status_code=status, error_code=error_code
+            f"CometAPI answered {error_code or f'HTTP {status}'} at {where}", status_code=status, error_code=error_code
         )
-    shown = redact(message, settings.api_key) if message else _describe_body(headers, content)
+    # Server text may echo the request: never a data: URI or a signed URL's query in a message.
+    shown = scrub(redact(message, settings.api_key)) if message else _describe_body(headers, content)
     common: dict[str, Any] = {"status_code": status, "error_code": error_code, "request_id": _request_id(shown)}
     if 200 <= status < 300:
         raise CometMalformedResponseError(
@@ -148,6 +158,17 @@ def _answer(
             f"on connection {settings.conn_id!r}."
         )
     raise CometBadRequestError(f"CometAPI refused the request (HTTP {status} at {where}: {shown}).{advice}", **common)
+
+
+def scrub(text: str) -> str:
+    """``text`` without data: URIs, URL query strings or signature parameters (what an echoed request may hold)."""
+    if "data:" in text:
+        text = _DATA_URI.sub("data:…", text)
+    if "?" in text or "#" in text:
+        text = _URL_QUERY.sub(r"\1", text)
+    if "=" in text:
+        text = _SIGNATURE.sub(r"\1=***", text)
+    return text
 
 
 def _ok_code(code: str) -> bool:
@@ -207,7 +228,27 @@ def _error_fields(body: Any) -> tuple[str | None, str | None]:
         return (str(code) if code else None), (str(message) if message else None)
     code = body.get("code")
     message = body.get("message") or body.get("msg")
+    if isinstance(error, str) and error:  # Runway's own shape: {"error": "...", "issues": [...]}
+        message = error + _issues(body.get("issues"))
+    elif isinstance(message, str) and message.startswith("{"):
+        # The gateway relays an upstream refusal with the upstream's body as its message.
+        upstream = _json_or_none(message.encode())
+        if isinstance(upstream, dict) and isinstance(upstream.get("error"), str):
+            message = upstream["error"] + _issues(upstream.get("issues"))
     return (str(code) if code is not None else None), (str(message) if message else None)
+
+
+def _issues(issues: Any) -> str:
+    """Runway's validation issues as `` (promptText: too long; ...)``: the fields to fix."""
+    if not isinstance(issues, list):
+        return ""
+    shown = []
+    for issue in issues[:5]:
+        if isinstance(issue, dict):
+            where = issue.get("path")
+            where = ".".join(str(p) for p in where) if isinstance(where, list) else where
+            shown.append(f"{where}: {issue.get('message')}" if where else str(issue.get("message")))
+    return f" ({'; '.join(shown)})" if shown else ""
 
 
 def _request_id(message: str | None) -> str | None:

@@ -2,8 +2,8 @@
 
 Thousands of triggers in one triggerer share its connections, and the settings of
 their connection: one lookup and one copy for all of them. Hooks hold the pool
-open with ``async with`` (a lease); the last one out closes it. :func:`post` is
-the hook's one way to send: through the pool, or a caller's httpx transport.
+open with ``async with`` (a lease); the last one out closes it. :func:`post` and
+:func:`get` are the hook's ways to send: through the pool, or a caller's httpx transport.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "SHARED_SETTINGS_TTL",
     "acquire",
     "close_shared_async_client",
+    "get",
     "loop_transport",
     "post",
     "release",
@@ -84,6 +85,26 @@ async def _httpx_post(
     # Driven without an AsyncClient, whose bookkeeping adds nothing a single POST needs.
     request = httpx.Request(
         "POST", settings.urls[path], content=content, headers=settings.headers, extensions=settings.timeout_extension
+    )
+    response = await transport.handle_async_request(request)
+    await response.aread()
+    return response.status_code, response.headers, response.content
+
+
+def get(
+    transport: httpx.AsyncBaseTransport | None, settings: CometSettings, path: str, tail: str = ""
+) -> Awaitable[tuple[int, Mapping[str, str], bytes]]:
+    """GET ``path`` + ``tail`` (percent-encoded): status, headers, body, as :func:`post`."""
+    if transport is None:
+        return _pool().transport.get(settings, path, tail)
+    return _httpx_get(transport, settings, path + tail)
+
+
+async def _httpx_get(
+    transport: httpx.AsyncBaseTransport, settings: CometSettings, path: str
+) -> tuple[int, httpx.Headers, bytes]:
+    request = httpx.Request(
+        "GET", settings.base_url + path, headers=settings.headers, extensions=settings.timeout_extension
     )
     response = await transport.handle_async_request(request)
     await response.aread()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from comet_provider import __version__
-from comet_provider.exceptions import CometConfigError, CometError
+from comet_provider.exceptions import CometConfigError, CometError, CometValidationError
 from comet_provider.hooks._network import NetworkPolicy
 from comet_provider.utils.validation import check_http_url
 
@@ -20,9 +20,13 @@ __all__ = [
     "DEFAULT_RUNWAY_VERSION",
     "DEFAULT_TIMEOUT",
     "FEED_PATH",
+    "OFFICIAL_SUBMIT_PATH",
+    "OFFICIAL_TASK_PATH",
+    "ROUTES",
     "SUBMIT_PATH",
     "USER_AGENT",
     "CometSettings",
+    "check_route",
     "http_timeout",
 ]
 
@@ -31,7 +35,21 @@ DEFAULT_RUNWAY_VERSION = "2024-11-06"
 DEFAULT_TIMEOUT = 30.0
 SUBMIT_PATH = "/runway/pro/video2video"
 FEED_PATH = "/runway/feed"
+#: Runway's own API format on CometAPI (model ``gen4_aleph``): submit, and poll by GET with the id appended.
+OFFICIAL_SUBMIT_PATH = "/runwayml/v1/video_to_video"
+OFFICIAL_TASK_PATH = "/runwayml/v1/tasks/"
+#: The routes a task can be polled on: "pro" (the feed) and "official" (the task path).
+ROUTES = ("pro", "official")
 USER_AGENT = f"airflow-provider-comet/{__version__}"
+_FIXED_PATHS = (SUBMIT_PATH, FEED_PATH, OFFICIAL_SUBMIT_PATH)
+
+
+def check_route(route: object) -> str:
+    """``"pro"`` or ``"official"`` (also from a :class:`str` enum member), or a CometValidationError."""
+    name = getattr(route, "value", route)
+    if isinstance(name, str) and name.strip().lower() in ROUTES:
+        return name.strip().lower()
+    raise CometValidationError("route", f"expected 'pro' or 'official', got {route!r}")
 
 
 def http_timeout(seconds: float) -> httpx.Timeout:
@@ -57,7 +75,7 @@ class CometSettings:
 
     def __post_init__(self) -> None:
         # Parsed once: URL parsing was the largest client-side cost of a poll.
-        object.__setattr__(self, "urls", {path: httpx.URL(self.base_url + path) for path in (SUBMIT_PATH, FEED_PATH)})
+        object.__setattr__(self, "urls", {path: httpx.URL(self.base_url + path) for path in _FIXED_PATHS})
         object.__setattr__(self, "timeout_extension", {"timeout": http_timeout(self.timeout).as_dict()})
         # Built once (as httpx.Headers, which requests copy cheaply): no per-poll encoding.
         object.__setattr__(

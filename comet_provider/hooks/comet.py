@@ -1,22 +1,24 @@
-"""CometAPI hook: Runway video-to-video over httpx, sync and async.
+"""CometAPI hook: Runway video-to-video over httpx, sync and async, on both routes.
 
-Both twins share everything but the I/O: settings from the ``comet`` connection
-(:mod:`._settings`), request bodies, response mapping (:mod:`._errors`), and one
-:class:`RetryPolicy`. The async side uses one pooled transport per event loop
-(:mod:`._pool`: the triggerer runs thousands of triggers on one loop) and looks the
-connection up with Airflow's async API, never the blocking one. Renders are
-stored through :mod:`.storage`.
+Routes: "pro" (``POST /runway/pro/video2video``, polled on ``POST /runway/feed``) and
+"official", Runway's own format (``POST /runwayml/v1/video_to_video``, polled with
+``GET /runwayml/v1/tasks/{id}``). Both twins share everything but the I/O: settings from the
+``comet`` connection (:mod:`._settings`), request bodies (:mod:`._official` for the official
+route), response mapping (:mod:`._errors`), and one :class:`RetryPolicy`. The async side uses one
+pooled transport per event loop (:mod:`._pool`: the triggerer runs thousands of triggers on one
+loop) and looks the connection up with Airflow's async API, never the blocking one. Renders are
+stored through :mod:`._files` and :mod:`.storage`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 from airflow.sdk import BaseHook
@@ -24,30 +26,36 @@ from airflow.sdk import BaseHook
 from comet_provider.exceptions import CometError, RunwayTaskNotFoundError
 from comet_provider.hooks import _pool
 from comet_provider.hooks._errors import _answer, _submission_error, _submitted_task, _transport_error
+from comet_provider.hooks._files import DOWNLOAD_TIMEOUT, SOURCE_HEAD_TIMEOUT, DownloadResult, RenderFiles
 from comet_provider.hooks._network import NetworkPolicy, read_answer
+from comet_provider.hooks._official import official_body, official_submitted_task
 from comet_provider.hooks._pool import close_shared_async_client
 from comet_provider.hooks._settings import (
     DEFAULT_BASE_URL,
     DEFAULT_RUNWAY_VERSION,
     DEFAULT_TIMEOUT,
     FEED_PATH,
+    OFFICIAL_SUBMIT_PATH,
+    OFFICIAL_TASK_PATH,
     SUBMIT_PATH,
     CometSettings,
+    check_route,
     http_timeout,
 )
 from comet_provider.models import RunwayStatus, RunwayTask
 from comet_provider.utils import metrics
 from comet_provider.utils.retry import RetryCallback, RetryPolicy
-from comet_provider.utils.validation import build_video2video_payload, check_http_url, check_task_id
-
-if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+from comet_provider.utils.validation import build_video2video_payload, check_task_id
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_RUNWAY_VERSION",
     "DEFAULT_TIMEOUT",
+    "DOWNLOAD_TIMEOUT",
     "FEED_PATH",
+    "OFFICIAL_SUBMIT_PATH",
+    "OFFICIAL_TASK_PATH",
+    "SOURCE_HEAD_TIMEOUT",
     "SUBMIT_PATH",
     "CometHook",
     "CometSettings",
@@ -57,21 +65,10 @@ __all__ = [
     "close_shared_async_client",
 ]
 
-DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-#: A source's HEAD: its identity is a nicety, not worth a long wait.
-SOURCE_HEAD_TIMEOUT = httpx.Timeout(10.0)
+_SUBMIT_PATHS = frozenset({SUBMIT_PATH, OFFICIAL_SUBMIT_PATH})
 
 
-@dataclass(frozen=True)
-class DownloadResult:
-    """Where a render was stored and how it went."""
-
-    destination: str
-    size_bytes: int
-    seconds: float
-
-
-class CometHook(BaseHook):
+class CometHook(RenderFiles, BaseHook):
     """Talks to CometAPI's Runway endpoints.
 
     :param comet_conn_id: a ``comet`` connection: API key in Password, base URL in
@@ -186,91 +183,103 @@ class CometHook(BaseHook):
             raise _submission_error(exc) from exc
         return _submitted_task(answer)
 
-    def get_task(self, runway_task_id: str, *, submitted_at: float | None = None) -> RunwayTask:
-        """The task's current state (``POST /runway/feed``).
+    def submit_video_to_video(
+        self,
+        video_uri: str,
+        prompt_text: str,
+        model: str = "gen4_aleph",
+        seed: int | None = None,
+        references: Sequence[str | Mapping[str, Any]] | None = None,
+        ratio: str | None = None,
+        content_moderation: Mapping[str, Any] | None = None,
+    ) -> RunwayTask:
+        """Start a restyle on the official-format route (Runway's own API shape). This call is paid.
 
-        :param submitted_at: epoch seconds of the submission; within
-            ``not_found_grace`` of it, ``task_not_exist`` reads as PENDING.
+        ``video_uri`` and each of ``references`` (style images) are resolved sources: an http(s)
+        URL, signed or public, or a base64 ``data:`` URI; no message shows a ``data:`` URI or a
+        URL's query string. ``content_moderation`` is ``{"publicFigureThreshold": "auto" | "low"}``.
+        Returns the new task (status PENDING), polled with ``route="official"``. Retried only where no
+        render can have started; otherwise raises :class:`CometSubmissionUncertainError`.
         """
-        task_id = check_task_id(runway_task_id)
+        body = official_body(
+            video_uri=video_uri,
+            prompt_text=prompt_text,
+            model=model,
+            seed=seed,
+            references=references,
+            ratio=ratio,
+            content_moderation=content_moderation,
+        )
         settings = self.get_settings()
         try:
-            answer = self._request(settings, FEED_PATH, {"task_id": task_id}, idempotent=True)
+            answer = self._request(settings, OFFICIAL_SUBMIT_PATH, body, idempotent=False)
+        except CometError as exc:
+            raise _submission_error(exc) from exc
+        return official_submitted_task(answer)
+
+    async def asubmit_video_to_video(
+        self,
+        video_uri: str,
+        prompt_text: str,
+        model: str = "gen4_aleph",
+        seed: int | None = None,
+        references: Sequence[str | Mapping[str, Any]] | None = None,
+        ratio: str | None = None,
+        content_moderation: Mapping[str, Any] | None = None,
+    ) -> RunwayTask:
+        """Async twin of :meth:`submit_video_to_video`."""
+        body = official_body(
+            video_uri=video_uri,
+            prompt_text=prompt_text,
+            model=model,
+            seed=seed,
+            references=references,
+            ratio=ratio,
+            content_moderation=content_moderation,
+        )
+        settings = await self.aget_settings()
+        try:
+            answer = await self._arequest(settings, OFFICIAL_SUBMIT_PATH, body, idempotent=False)
+        except CometError as exc:
+            raise _submission_error(exc) from exc
+        return official_submitted_task(answer)
+
+    def get_task(self, runway_task_id: str, *, submitted_at: float | None = None, route: str = "pro") -> RunwayTask:
+        """The task's current state: ``POST /runway/feed`` (route "pro"), or ``GET /runwayml/v1/tasks/{id}``
+        (route "official", the route it was submitted on).
+
+        :param submitted_at: epoch seconds of the submission; within ``not_found_grace`` of it,
+            ``task_not_exist`` (or, on the official route, a 404) reads as PENDING.
+        """
+        task_id = check_task_id(runway_task_id)
+        official = check_route(route) == "official"
+        settings = self.get_settings()
+        try:
+            if official:
+                answer = self._request(settings, OFFICIAL_TASK_PATH + quote(task_id, safe=""), None, idempotent=True)
+            else:
+                answer = self._request(settings, FEED_PATH, {"task_id": task_id}, idempotent=True)
+            return RunwayTask.from_feed(answer, task_id=task_id)  # inside: "data": null is not-found too
         except RunwayTaskNotFoundError as exc:
             return self._not_found(task_id, submitted_at, exc)
-        return RunwayTask.from_feed(answer, task_id=task_id)
 
-    async def aget_task(self, runway_task_id: str, *, submitted_at: float | None = None) -> RunwayTask:
+    async def aget_task(
+        self, runway_task_id: str, *, submitted_at: float | None = None, route: str = "pro"
+    ) -> RunwayTask:
         """Async twin of :meth:`get_task`."""
         task_id = check_task_id(runway_task_id)
+        official = route != "pro" and check_route(route) == "official"  # one comparison on the feed's path
         settings = self._settings or await self.aget_settings()
-        # The bytes json.dumps({"task_id": ...}) gives, without its per-call encoder set-up.
-        content = f'{{"task_id": {encode_basestring_ascii(task_id)}}}'.encode()
         try:
-            answer = await self._arequest(settings, FEED_PATH, content, idempotent=True)
+            if official:
+                answer = await self._aget(settings, OFFICIAL_TASK_PATH, quote(task_id, safe=""))
+            else:
+                # The bytes json.dumps({"task_id": ...}) gives, without its per-call encoder set-up.
+                content = f'{{"task_id": {encode_basestring_ascii(task_id)}}}'.encode()
+                answer = await self._arequest(settings, FEED_PATH, content, idempotent=True)
+            return RunwayTask.from_feed(answer, task_id=task_id)
         except RunwayTaskNotFoundError as exc:
             return self._not_found(task_id, submitted_at, exc)
-        return RunwayTask.from_feed(answer, task_id=task_id)
-
-    def download(self, url: str, destination: str | os.PathLike[str] | ObjectStoragePath) -> DownloadResult:
-        """Stream ``url`` into ``destination`` in bounded memory, atomically.
-
-        ``destination`` is a local path, a ``file://``/``s3://``/``memory://``... URL,
-        or an :class:`~airflow.sdk.ObjectStoragePath`. Bytes go to a temporary
-        sibling first and are renamed into place only when complete and matching
-        Content-Length: the destination never holds a partial file. The API key is
-        not sent (render URLs are on a CDN, not CometAPI).
-
-        :raises RenderUnavailableError: the link answered 403/404/410, or 200 with a page
-            or an empty body instead of the video (expired): not retried, only a new render helps.
-        """
-        from comet_provider.hooks._download import fetch_render
-
-        source = check_http_url("url", url)
-        started = time.monotonic()
-        retrying = self.retry_policy.start(on_retry=self._retry_logger("render download"))
-        while True:
-            try:
-                stored, size = fetch_render(self._fetch_transport(), source, destination, DOWNLOAD_TIMEOUT)
-                result = DownloadResult(stored, size, time.monotonic() - started)
-                metrics.download_stored(result.size_bytes, result.seconds)
-                return result
-            except CometError as exc:
-                time.sleep(retrying.after(exc))
-
-    def check_render_link(self, url: str) -> None:
-        """Raise :class:`RenderUnavailableError` if ``url`` no longer serves the render (its first KiB
-        is fetched, without the API key); transient trouble is retried like a download."""
-        from comet_provider.hooks._download import probe_render
-
-        source = check_http_url("url", url)
-        retrying = self.retry_policy.start(on_retry=self._retry_logger("render link check"))
-        while True:
-            try:
-                return probe_render(self._fetch_transport(), source, SOURCE_HEAD_TIMEOUT)
-            except CometError as exc:
-                time.sleep(retrying.after(exc))
-
-    def source_identity(self, url: str | os.PathLike[str] | ObjectStoragePath) -> str | None:
-        """A string that changes when the video behind ``url`` is replaced; None when unknown.
-
-        http(s): one HEAD (no API key, redirects followed, no retries, 10 s at most) and the
-        answer's ETag, Last-Modified and Content-Length. Local paths, ``file://`` and object
-        storage: size and modification time, or the ETag the filesystem reports. An unreadable
-        identity (refused, 405, unreachable, missing) is None and a log line, never an error; only
-        a misconfigured connection (its ``proxy``/``ca_bundle``/``verify``) raises CometConfigError.
-        """
-        if isinstance(url, str) and url.strip().lower().startswith(("http://", "https://")):
-            from comet_provider.hooks._download import head_identity
-
-            return head_identity(self._fetch_transport(), url.strip(), SOURCE_HEAD_TIMEOUT)
-        from comet_provider.hooks.storage import stat_identity
-
-        try:
-            return stat_identity(url)
-        except Exception as exc:  # an unknown identity is an answer, not a failure
-            self.log.info("Could not read the identity of source %s (%s); using its path.", url, type(exc).__name__)
-            return None
 
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated call (a feed lookup of a made-up task id)."""
@@ -319,8 +328,9 @@ class CometHook(BaseHook):
         if submitted_at is not None and time.time() - submitted_at < self.not_found_grace:
             return RunwayTask(task_id=task_id, status=RunwayStatus.PENDING, raw={"code": "task_not_exist"})
         since = f", {time.time() - submitted_at:.0f}s after submission" if submitted_at else ""
+        answered = f" ({exc})" if exc.status_code == 404 else ""  # a 404 may also be a Host without the route
         raise RunwayTaskNotFoundError(
-            f"CometAPI has no Runway task {task_id!r}{since}. Tasks are visible only to the API key "
+            f"CometAPI has no Runway task {task_id!r}{since}{answered}. Tasks are visible only to the API key "
             f"that created them: check the id and connection {self.comet_conn_id!r}.",
             status_code=exc.status_code,
             error_code=exc.error_code,
@@ -342,16 +352,18 @@ class CometHook(BaseHook):
             )
         return self._client
 
-    def _request(self, settings: CometSettings, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+    def _request(
+        self, settings: CometSettings, path: str, body: dict[str, Any] | None, *, idempotent: bool
+    ) -> dict[str, Any]:
+        """POST ``body`` as JSON to ``path``, or GET ``path`` when ``body`` is None."""
         client = self._sync_client(settings)
-        content = json.dumps(body).encode()
+        content = None if body is None else json.dumps(body).encode()
+        method, url = ("GET", settings.base_url + path) if content is None else ("POST", settings.urls[path])
         retrying = self.retry_policy.start(idempotent=idempotent, on_retry=self._retry_logger(path))
         while True:
             try:
                 try:
-                    request = client.build_request(
-                        "POST", settings.urls[path], content=content, headers=settings.headers
-                    )
+                    request = client.build_request(method, url, content=content, headers=settings.headers)
                     response = client.send(request, stream=True)
                     try:  # streamed: an answer over the cap is refused before it is read whole
                         answer = read_answer(response, settings.network.max_answer_bytes)
@@ -362,27 +374,6 @@ class CometHook(BaseHook):
                 return _answer(response.status_code, response.headers, answer, settings, path)
             except CometError as exc:
                 time.sleep(retrying.after(exc))
-
-    def _fetch_transport(self) -> httpx.BaseTransport:
-        """The transport to render and source hosts (no CometAPI headers ride on it)."""
-        if self._transport is not None:
-            return self._transport
-        from comet_provider.hooks._download_transport import DownloadTransport
-
-        return DownloadTransport(self._network())
-
-    def _network(self) -> NetworkPolicy:
-        """The connection's network policy, or the environment's alone without one (no API key needed)."""
-        from airflow.providers.common.compat.sdk import AirflowNotFoundException
-
-        if self._settings is not None:
-            return self._settings.network
-        if self._env_network is None:
-            try:
-                return self.get_settings().network
-            except AirflowNotFoundException:
-                self._env_network = NetworkPolicy()
-        return self._env_network
 
     # -- async I/O ---------------------------------------------------------------------------------
 
@@ -407,9 +398,26 @@ class CometHook(BaseHook):
                     )
                 await asyncio.sleep(retrying.after(exc))
 
+    async def _aget(self, settings: CometSettings, path: str, tail: str) -> dict[str, Any]:
+        """GET ``path`` + ``tail`` (an idempotent read) with :meth:`_arequest`'s retries."""
+        where = path + tail
+        started = time.monotonic()
+        retrying = None
+        while True:
+            try:
+                try:
+                    status, headers, answer = await _pool.get(self._async_transport, settings, path, tail)
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc, settings, where) from None
+                return _answer(status, headers, answer, settings, where)
+            except CometError as exc:
+                if retrying is None:
+                    retrying = self.retry_policy.start(on_retry=self._retry_logger(path), started=started)
+                await asyncio.sleep(retrying.after(exc))
+
     def _retry_logger(self, what: str) -> RetryCallback:
         def log_retry(error: CometError, delay: float, next_attempt: int) -> None:
-            if what == SUBMIT_PATH:
+            if what in _SUBMIT_PATHS:
                 metrics.incr(metrics.SUBMISSION_RETRIES)
             self.log.warning(
                 "CometAPI %s: %s. Retrying in %.1fs (attempt %d of %d).",

@@ -2,9 +2,11 @@
 
 A destination is a local path, a ``file://``/``s3://``/``memory://``... URL, or an
 :class:`~airflow.sdk.ObjectStoragePath`. Local ones are written as plain files;
-object storage through its own filesystem's streaming writer. Everything written
-goes to a temporary sibling first and is renamed into place when complete, so a
-destination never holds a partial file.
+object storage through its own filesystem's streaming writer. A destination never
+holds a partial file: object stores whose uploads appear only when complete (S3's
+multipart upload, GCS's resumable upload, Azure's block list) are written in place and
+their upload aborted on failure; everything else goes to a temporary sibling that is
+renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
 
     #: What every function here accepts as a place to store.
     Destination = str | os.PathLike[str] | ObjectStoragePath
+
+#: Object stores where a written object becomes visible only once its upload completes.
+#: S3 has no rename (a copy and a delete, with the whole temporary object listed meanwhile),
+#: so these are never written through a temporary sibling.
+_ATOMIC_UPLOADS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
 
 __all__ = ["AtomicFile", "read_bytes", "resolve_destination", "stat_identity", "stat_size", "write_bytes_atomic"]
 
@@ -68,10 +75,12 @@ class AtomicFile:
             # Unbuffered: big writes go straight from the caller's buffer to the kernel.
             self._file = open(self._tmp, "wb", buffering=0)  # noqa: SIM115 - closed in commit/__exit__
         else:
-            self._tmp = self.target.parent / name
+            protocols = self.target.fs.protocol
+            protocol = protocols if isinstance(protocols, str) else protocols[0]
+            self._tmp = None if protocol in _ATOMIC_UPLOADS else self.target.parent / name
             # The filesystem's own writer (e.g. a multipart upload), not ObjectStoragePath.open's
             # wrapper, which would also record the temporary name as a lineage output.
-            self._file = self.target.fs.open(self._tmp.path, "wb")
+            self._file = self.target.fs.open((self._tmp or self.target).path, "wb")
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -84,7 +93,7 @@ class AtomicFile:
         self._file.close()
         if is_local_path(self.target):
             os.replace(self._tmp, self.target)
-        else:
+        elif self._tmp is not None:
             self._tmp.rename(self.target)
         self._committed = True
         return str(self.target)
@@ -98,7 +107,9 @@ class AtomicFile:
         if self._committed:
             return
         with contextlib.suppress(Exception):  # the error that got us here matters more
-            self._file.close()
+            _abandon(self._file)
+        if self._tmp is None:  # an upload that was never completed: nothing to remove
+            return
         try:
             if is_local_path(self._tmp):
                 os.unlink(self._tmp)
@@ -106,6 +117,17 @@ class AtomicFile:
                 self._tmp.unlink()
         except OSError:
             pass
+
+
+def _abandon(file: Any) -> None:
+    """Close ``file`` without publishing what was written: closing an object store's writer would
+    complete its upload (a partial object, listed until deleted), so its upload is aborted."""
+    discard = getattr(file, "discard", None)
+    if callable(discard) and hasattr(file, "fs"):  # an fsspec buffered writer (s3fs aborts the upload)
+        discard()
+        file.closed = True  # no flush from close() or __del__ after the discard
+        return
+    file.close()
 
 
 def write_bytes_atomic(destination: Destination, data: bytes) -> str:

@@ -1,4 +1,8 @@
-"""Operator that restyles a video with Runway (CometAPI ``POST /runway/pro/video2video``)."""
+"""Operator that restyles a video with Runway through CometAPI, on either of its routes.
+
+``gen4`` goes to ``POST /runway/pro/video2video``, ``gen4_aleph`` to Runway's own format
+(``POST /runwayml/v1/video_to_video``); :mod:`comet_provider.utils.routes` decides.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from comet_provider.exceptions import (
     RunwayTaskNotFoundError,
 )
 from comet_provider.links.runway import VIDEO_URL_XCOM_KEY, RunwayVideoLink
+from comet_provider.operators._records import RecordStore, try_number
+from comet_provider.operators._submission import route_of, submit
 from comet_provider.utils import metrics
 
 if TYPE_CHECKING:
@@ -31,8 +37,6 @@ __all__ = ["RUNWAY_TASK_ID_XCOM_KEY", "RunwayVideo2VideoOperator"]
 
 #: Pushed as soon as the render is submitted, so the id shows while the task is deferred.
 RUNWAY_TASK_ID_XCOM_KEY = "runway_task_id"
-#: task_state_store key holding the submitted render across tries.
-_STATE_KEY = "comet_runway_task"
 #: Mapped instances are named by their prompt unless the DAG sets its own map_index_template.
 _PROMPT_LABEL = "{{ task.prompt | truncate(60) }}"
 
@@ -62,13 +66,23 @@ class RunwayVideo2VideoOperator(BaseOperator):
     video's ETag / Last-Modified / size), a failed render, or ``force_render``
     pay for a new one. The result's ``decision`` says which happened.
 
-    :param video: http(s) URL of the source video (templated).
+    :param video: the source video (templated): an http(s) URL; an object-storage location
+        (``s3://[conn_id@]bucket/key``, ``gs://...``, an ObjectStoragePath) that Runway gets as a
+        time-limited signed URL; or, on the official route, a local path / ``file://`` sent as a
+        ``data:`` URI (16 MB at most encoded).
     :param prompt: the style to apply, e.g. "pixelated style" (templated).
-    :param model: Runway model (templated), ``gen4``.
-    :param structure_transformation: 0..1, how far the structure may change (templated).
-    :param flip: mirror the video (templated).
-    :param options: more ``options`` for the API, merged with the two above (templated).
-    :param callback_url: URL CometAPI POSTs the result to when done (templated).
+    :param model: Runway model (templated): ``gen4`` (default) or ``gen4_aleph``.
+    :param route: ``"pro"`` or ``"official"`` to override the route the model implies (templated),
+        for models CometAPI adds later.
+    :param structure_transformation: 0..1, how far the structure may change (gen4 route; templated).
+    :param flip: mirror the video (gen4 route; templated).
+    :param options: more ``options`` for the API, merged with the two above (gen4 route; templated).
+    :param callback_url: URL CometAPI POSTs the result to when done (gen4 route; templated).
+    :param seed: 0..4294967295, the same seed and inputs give the same take (official route; templated).
+    :param references: style images to match (official route; templated): each an http(s) URL, an
+        object-storage location or a local path (5 MB at most as a ``data:`` URI).
+    :param ratio: output ``"W:H"``, e.g. ``"1280:720"`` (official route; templated).
+    :param content_moderation: ``{"publicFigureThreshold": "auto" | "low"}`` (official route; templated).
     :param comet_conn_id: the ``comet`` connection.
     :param wait_for_completion: False to return right after submission.
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
@@ -91,10 +105,15 @@ class RunwayVideo2VideoOperator(BaseOperator):
         "flip",
         "options",
         "callback_url",
+        "seed",
+        "references",
+        "ratio",
+        "content_moderation",
+        "route",
         "output_path",
         "force_render",
     )
-    template_fields_renderers: ClassVar[dict[str, str]] = {"options": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"options": "json", "content_moderation": "json"}
     ui_color = "#c9b6ff"
     ui_fgcolor = "#1d1147"
     operator_extra_links = (RunwayVideoLink(),)
@@ -115,6 +134,11 @@ class RunwayVideo2VideoOperator(BaseOperator):
         flip: bool | None = None,
         options: dict[str, Any] | None = None,
         callback_url: str | None = None,
+        seed: int | str | None = None,
+        references: Sequence[Any] | str | None = None,
+        ratio: str | None = None,
+        content_moderation: dict[str, Any] | None = None,
+        route: str | None = None,
         comet_conn_id: str = "comet_default",
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -133,6 +157,11 @@ class RunwayVideo2VideoOperator(BaseOperator):
         self.flip = flip
         self.options = options
         self.callback_url = callback_url
+        self.seed = seed
+        self.references = references
+        self.ratio = ratio
+        self.content_moderation = content_moderation
+        self.route = route
         self.comet_conn_id = comet_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -140,7 +169,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
         self.timeout = _seconds("timeout", timeout)
         self.output_path = output_path
         self.force_render = force_render
-        self._record_store: _RecordStore | None = None
+        self._record_store: RecordStore | None = None
 
     @cached_property
     def hook(self) -> CometHook:
@@ -148,9 +177,9 @@ class RunwayVideo2VideoOperator(BaseOperator):
 
         return CometHook(self.comet_conn_id)
 
-    def _records(self, context: Context) -> _RecordStore:
+    def _records(self, context: Context) -> RecordStore:
         if self._record_store is None:
-            self._record_store = _RecordStore(context, self.log)
+            self._record_store = RecordStore(context, self.log)
         return self._record_store
 
     # -- execution -------------------------------------------------------------------------------
@@ -164,7 +193,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
         """Resume after :class:`~comet_provider.triggers.runway.RunwayTaskTrigger` fired."""
         from comet_provider.utils.polling import task_from_event
 
-        self._record_store = _RecordStore(context, self.log, quiet=True)  # execute already warned this try
+        self._record_store = RecordStore(context, self.log, quiet=True)  # execute already warned this try
         return self._finish(context, task_from_event(event))
 
     def on_kill(self) -> None:
@@ -190,6 +219,11 @@ class RunwayVideo2VideoOperator(BaseOperator):
                 flip=self.flip,
                 options=self.options,
                 callback_url=self.callback_url,
+                seed=self.seed,
+                references=self.references,
+                ratio=self.ratio,
+                content_moderation=self.content_moderation,
+                route=self.route,
             )
         except CometValidationError as exc:
             raise AirflowFailException(f"{exc} (task {self.task_id!r}; nothing was sent to CometAPI)") from exc
@@ -197,7 +231,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
     def _fingerprint(self, request: dict[str, Any]) -> Fingerprint:
         from comet_provider.utils.pay_once import Fingerprint
 
-        return Fingerprint.of(request, self.hook.source_identity(request["video"]))
+        return Fingerprint.for_request(request, self.hook.source_identity)
 
     def _decide(self, context: Context, fingerprint: Fingerprint) -> RenderDecision:
         from comet_provider.utils.pay_once import decide
@@ -213,7 +247,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
 
     def _lookup(self, record: RenderRecord) -> RunwayTask | None:
         try:
-            return self.hook.get_task(record.runway_task_id, submitted_at=record.submitted_at)
+            return self.hook.get_task(record.runway_task_id, submitted_at=record.submitted_at, route=record.route)
         except RunwayTaskNotFoundError:
             return None
 
@@ -235,7 +269,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
             return self._wait(context, decision.task)
         self.log.info("%s; submitting a new render.", decision.reason[:1].upper() + decision.reason[1:])
         try:
-            task = self.hook.submit_video2video(**request)
+            task = submit(self.hook, request, timeout=self.timeout)
         except CometSubmissionUncertainError as exc:
             # Not retried by Airflow either: a retry could pay for a second render.
             raise AirflowFailException(str(exc)) from exc
@@ -245,12 +279,20 @@ class RunwayVideo2VideoOperator(BaseOperator):
             runway_task_id=task.task_id,
             submitted_at=time.time(),
             fingerprint=fingerprint,
-            try_number=_try_number(context),
+            try_number=try_number(context),
             forced=bool(self.force_render),
+            route=route_of(request),
         )
         self._records(context).save(record)
         self.log.info("Submitted Runway task %s.", task.task_id)
         return self._wait(context, task, record.submitted_at)
+
+    def _route_now(self, context: Context, task: RunwayTask) -> str:
+        """The route ``task`` lives on: its submission's record, else the arguments now."""
+        record = self._records(context).load()
+        if record is not None and record.runway_task_id == task.task_id:
+            return record.route
+        return route_of(self._request())
 
     def _reuse(self, context: Context, decision: RenderDecision) -> dict[str, Any]:
         from comet_provider.models import RunwayStatus, RunwayTask
@@ -274,8 +316,10 @@ class RunwayVideo2VideoOperator(BaseOperator):
         record = self._records(context).load()
         if submitted_at is None and record is not None and record.runway_task_id == task.task_id:
             submitted_at = record.submitted_at
+        route = self._route_now(context, task)
         if not self.wait_for_completion:
-            return {**task.to_dict(), "submitted_at": submitted_at, "decision": self._decision_of(context, task)}
+            decision = self._decision_of(context, task)
+            return {**task.to_dict(), "submitted_at": submitted_at, "decision": decision, "route": route}
         if task.is_terminal:
             return self._finish(context, task)
         deadline = time.time() + self.timeout
@@ -295,6 +339,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
                     poll_interval=self.poll_interval,
                     deadline=deadline,
                     submitted_at=submitted_at,
+                    route=route,
                 ),
                 method_name="execute_complete",
                 # The trigger enforces `timeout` itself, so execute_complete always runs.
@@ -303,7 +348,12 @@ class RunwayVideo2VideoOperator(BaseOperator):
         from comet_provider.utils.polling import RunwayWaiter, wait_sync
 
         waiter = RunwayWaiter(
-            task.task_id, poll_interval=self.poll_interval, deadline=deadline, submitted_at=submitted_at, log=self.log
+            task.task_id,
+            poll_interval=self.poll_interval,
+            deadline=deadline,
+            submitted_at=submitted_at,
+            log=self.log,
+            route=route,
         )
         return self._finish(context, wait_sync(self.hook, waiter))
 
@@ -314,6 +364,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
 
         result = outcome(task)
         result["decision"] = self._decision_of(context, task)
+        result["route"] = self._route_now(context, task)
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=task.video_url)
         if not self.output_path:
             if result["decision"] == "resume":  # a link from an earlier try or run may have expired
@@ -357,7 +408,7 @@ class RunwayVideo2VideoOperator(BaseOperator):
 
         store = self._records(context)
         record = store.load()
-        if record is None or record.runway_task_id != task.task_id or record.try_number == _try_number(context):
+        if record is None or record.runway_task_id != task.task_id or record.try_number == try_number(context):
             raise AirflowFailException(
                 f"Runway task {task.task_id} was rendered in this try but its output cannot be fetched "
                 f"({error}). Not submitting again automatically: check the render host and storage."
@@ -373,42 +424,5 @@ class RunwayVideo2VideoOperator(BaseOperator):
         from comet_provider.utils.pay_once import Decision
 
         record = self._records(context).load()
-        fresh = record is None or (record.runway_task_id == task.task_id and record.try_number == _try_number(context))
+        fresh = record is None or (record.runway_task_id == task.task_id and record.try_number == try_number(context))
         return (Decision.SUBMIT if fresh else Decision.RESUME).value
-
-
-def _try_number(context: Context) -> int | None:
-    value = getattr(context.get("ti"), "try_number", None)
-    return value if isinstance(value, int) else None
-
-
-class _RecordStore:
-    """The Runway task this task instance submitted, kept across tries and clears in ``task_state_store``."""
-
-    def __init__(self, context: Context, log: Any, *, quiet: bool = False) -> None:
-        self._log = log
-        self._store = context.get("task_state_store")
-        if self._store is None and not quiet:
-            log.warning(
-                "This Airflow has no task_state_store (Airflow 3.3+): a retry of this task cannot "
-                "resume its Runway render and will submit a new one (a render already stored at "
-                "output_path is still reused)."
-            )
-
-    def load(self) -> RenderRecord | None:
-        from comet_provider.utils.pay_once import RenderRecord
-
-        return None if self._store is None else RenderRecord.from_dict(self._store.get(_STATE_KEY))
-
-    def save(self, record: RenderRecord) -> None:
-        if self._store is None:
-            return
-        try:
-            self._store.set(_STATE_KEY, record.to_dict())
-        except Exception as exc:  # the render is paid for: keep waiting on it rather than fail
-            self._log.error(
-                "Could not record Runway task %s for resumption (%s): if this try fails, a retry will "
-                "submit a new render.",
-                record.runway_task_id,
-                exc,
-            )

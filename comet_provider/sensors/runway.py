@@ -27,7 +27,7 @@ _STATE_KEY = "comet_runway_sensor"
 
 
 class RunwayTaskSensor(BaseSensorOperator):
-    """Wait for ``runway_task_id`` to end; return the same result dict as the operator.
+    """Wait for ``runway_task_id`` to end; return the same result dict as the operator (with its ``route``).
 
     Works in ``poke`` and ``reschedule`` mode, or deferrable (the triggerer waits).
     A failed or cancelled render fails the sensor with Runway's reason; transient
@@ -44,10 +44,12 @@ class RunwayTaskSensor(BaseSensorOperator):
         time, e.g. ``"{{ ti.xcom_pull('submit')['submitted_at'] }}"`` (the operator's
         submit-only result carries it).
     :param comet_conn_id: the ``comet`` connection whose key submitted the task.
+    :param route: the route the task was submitted on: ``"pro"`` (model ``gen4``, the default) or
+        ``"official"`` (model ``gen4_aleph``); the operator's submit-only result carries it as ``route``.
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     """
 
-    template_fields: Sequence[str] = ("runway_task_id", "submitted_at")
+    template_fields: Sequence[str] = ("runway_task_id", "submitted_at", "route")
     ui_color = "#e3d9ff"
 
     def __init__(
@@ -56,6 +58,7 @@ class RunwayTaskSensor(BaseSensorOperator):
         runway_task_id: str,
         submitted_at: float | str | datetime | None = None,
         comet_conn_id: str = "comet_default",
+        route: str = "pro",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -64,6 +67,7 @@ class RunwayTaskSensor(BaseSensorOperator):
         self.runway_task_id = runway_task_id
         self.submitted_at = submitted_at
         self.comet_conn_id = comet_conn_id
+        self.route = route
         self.deferrable = deferrable
         self._waiter: RunwayWaiter | None = None
         self._state: _SensorState | None = None
@@ -91,6 +95,7 @@ class RunwayTaskSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 deadline=time.time() + self.timeout,
                 submitted_at=waiter.submitted_at,
+                route=waiter.route,
             ),
             method_name="execute_complete",
             timeout=None,
@@ -99,7 +104,7 @@ class RunwayTaskSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         waiter = self._waiter or self._start(context)
         try:
-            task = self.hook.get_task(waiter.runway_task_id, submitted_at=waiter.submitted_at)
+            task = self.hook.get_task(waiter.runway_task_id, submitted_at=waiter.submitted_at, route=waiter.route)
         except CometError as exc:
             waiter.on_error(exc)  # raises what waiting cannot fix
             return PokeReturnValue(is_done=False)
@@ -111,15 +116,16 @@ class RunwayTaskSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         from comet_provider.utils.polling import outcome
 
-        return PokeReturnValue(is_done=True, xcom_value=outcome(task))
+        return PokeReturnValue(is_done=True, xcom_value={**outcome(task), "route": waiter.route})
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         from comet_provider._compat import AirflowSensorTimeout
         from comet_provider.exceptions import RunwayTaskTimeoutError
+        from comet_provider.hooks._settings import check_route
         from comet_provider.utils.polling import outcome, task_from_event
 
         try:
-            return outcome(task_from_event(event))
+            return {**outcome(task_from_event(event)), "route": check_route(self.route)}
         except RunwayTaskTimeoutError as exc:
             # The same exception as a timed-out poke or reschedule sensor (honours soft_fail).
             if self.soft_fail:
@@ -131,12 +137,14 @@ class RunwayTaskSensor(BaseSensorOperator):
     def _start(self, context: Context) -> RunwayWaiter:
         """Check the rendered fields (before any request) and set up this run's wait."""
         from comet_provider._compat import AirflowFailException
+        from comet_provider.hooks._settings import check_route
         from comet_provider.utils.polling import RunwayWaiter
         from comet_provider.utils.validation import check_task_id
 
         try:
             runway_task_id = check_task_id(self.runway_task_id)
             submitted_at = _epoch_seconds("submitted_at", self.submitted_at)
+            route = check_route(self.route)
         except CometValidationError as exc:
             raise AirflowFailException(f"{exc} (task {self.task_id!r}; nothing was sent to CometAPI)") from exc
         self._state = _SensorState(context, runway_task_id, reschedule=self.reschedule, log=self.log)
@@ -147,6 +155,7 @@ class RunwayTaskSensor(BaseSensorOperator):
             submitted_at=self._state.first_poke if submitted_at is None else submitted_at,
             log=self.log,
             seen=self._state.seen,
+            route=route,
         )
         return self._waiter
 

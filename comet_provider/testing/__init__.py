@@ -12,8 +12,10 @@ with EmulatorProcess(api_key="k", render="synthetic", cpu=1) as emu:  # a child 
 ```
 
 API (Bearer auth, ``X-Runway-Version`` required by default): ``POST /runway/pro/video2video``,
-``POST /runway/feed``. Files: ``GET /renders/<task_id>.mp4|.poster.jpg|.last_frame.jpg`` (403 with an
-S3-style XML body once the link has expired), ``GET /media/<path>`` (``media_dir``). Control, no auth:
+``POST /runway/feed``; Runway's format ``POST /runwayml/v1/video_to_video``, ``GET /runwayml/v1/tasks/{id}``
+(sources fetched from ``data:`` URIs or http(s)/presigned URLs; the first reference image's palette
+and ``seed`` shape the render). Files: ``GET /renders/<task_id>.mp4|.poster.jpg|.last_frame.jpg``
+(403 with an S3-style XML body once the link has expired), ``GET /media/<path>`` (``media_dir``). Control, no auth:
 ``GET /_emulator/health|stats|config``, ``POST /_emulator/config|reset``, ``POST /_emulator/expire``
 (body ``{"task_id": ID}`` or none for every link issued so far), ``POST|GET|DELETE /_emulator/inbox/<name>``,
 ``GET /_emulator/blob?size=N``.
@@ -21,16 +23,19 @@ S3-style XML body once the link has expired), ``GET /media/<path>`` (``media_dir
 Config keys (:class:`EmulatorConfig`): ``api_key`` (None: any token), ``require_version_header``,
 ``not_exist_seconds`` / ``queue_seconds`` / ``render_seconds`` (the task timeline), ``concurrency``
 (THROTTLED beyond it; 0 = unlimited), ``url_placement`` (rotate, video_url, result_url, output,
-inner_video_url, none), ``render`` (ffmpeg, copy, synthetic), ``render_workers``, ``media_dir``,
-``data_dir``, ``public_url``, ``link_ttl`` (seconds render links work after success; None = forever),
-``callback_timeout``, ``fetch_timeout``, ``render_timeout``, ``log_requests``, ``faults`` (rate, kinds,
-endpoints, retry_after, slow_seconds, seed) and ``fail_next`` (one-shot ``{endpoint, kind, count}`` queue).
+inner_video_url, none), ``render`` (ffmpeg, copy, synthetic), ``official_task_shape`` (bare, envelope),
+``render_workers``, ``media_dir``, ``data_dir``, ``public_url``, ``link_ttl`` (seconds render links work
+after success; None = forever), ``callback_timeout``, ``fetch_timeout``, ``render_timeout``, ``log_requests``,
+``faults`` (rate, kinds, endpoints, retry_after, slow_seconds, seed) and ``fail_next`` (one-shot
+``{endpoint, kind, count}`` queue); the "submit" and "feed" endpoints cover both routes.
 
-Stats (``emu.stats()``): ``submissions``, ``submit_attempts``, ``feeds``, ``in_flight`` (submitted, not
+Stats (``emu.stats()``): ``submissions``, ``submit_attempts``, ``routes`` (both per route), ``feeds``,
+``task_polls``, ``in_flight`` (submitted, not
 terminal), ``peak_in_flight`` (most at once since the last reset), ``faults``, ``callbacks``,
 ``auth_failures``, ``renders``, ``links`` (``downloads``, ``expired``) and ``tasks`` (per task: ``prompt``,
-``video``, ``status``, ``downloads``, ``link_expired``, ...); ``emu.submission_counts()`` counts
-submissions per ``(video, prompt)``, ``emu.expire_links(task_id=None)`` expires links.
+``video``, ``status``, ``downloads``, ``link_expired``, ...); ``emu.submission_counts(route=None)`` counts
+submissions (both routes) per ``(source, prompt)``, ``source`` being the URL without its query;
+``emu.expire_links(task_id=None)`` expires links.
 
 Prompt tags: ``[fail]``, ``[fail:CODE]``, ``[cancel]``; style keywords pick the ffmpeg filter
 (:func:`styles_for_prompt`). CLI: ``python -m comet_provider.testing --help``. pytest fixtures

@@ -23,6 +23,7 @@ __all__ = [
     "RenderError",
     "RenderOutput",
     "build_filter",
+    "encode_render",
     "ffmpeg_exe",
     "make_placeholder",
     "make_sample_video",
@@ -143,10 +144,15 @@ def _style_filter(style: str, strength: float) -> str:
     )
 
 
-def build_filter(prompt: str, strength: float = 0.5, flip: bool = False) -> str:
-    """The ffmpeg ``-vf`` graph for a prompt; ``strength`` is ``structure_transformation`` (0..1)."""
+def build_filter(prompt: str, strength: float = 0.5, flip: bool = False, *, default_style: bool = True) -> str:
+    """The ffmpeg ``-vf`` graph for a prompt; ``strength`` is ``structure_transformation`` (0..1).
+
+    ``default_style=False``: a prompt without style keywords gets no style (another effect leads)."""
     s = _clamp(float(strength), 0.0, 1.0)
-    parts = [_style_filter(style, s) for style in styles_for_prompt(prompt)]
+    styles = styles_for_prompt(prompt)
+    if not default_style:
+        styles = [style for style in styles if style != "default"]
+    parts = [_style_filter(style, s) for style in styles]
     if flip:
         parts.append("hflip")
     # libx264 with yuv420p needs even dimensions whatever the styles did.
@@ -221,9 +227,6 @@ async def render_video(
     strength = opts.get("structure_transformation", 0.5)
     if not isinstance(strength, (int, float)) or isinstance(strength, bool):
         strength = 0.5
-    out = Path(out_dir)
-    video = out / f"{name}.mp4"
-    partial = out / f"{name}.partial.mp4"
     args = [
         ffmpeg_exe(),
         "-hide_banner",
@@ -241,8 +244,25 @@ async def render_video(
     seconds = opts.get("seconds")
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
         args += ["-t", f"{float(seconds):g}"]
-    args += [*_encode_args(), "-f", "mp4", str(partial)]
-    rc, err = await _run(args, timeout)
+    return await encode_render(args, out_dir, name, timeout=timeout)
+
+
+async def encode_render(
+    args: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    name: str,
+    *,
+    timeout: float = 300.0,
+    encode: Sequence[str] = (),
+) -> RenderOutput:
+    """Run ffmpeg ``args`` (inputs and filters) into ``out_dir/<name>.mp4``, then its poster and last frame.
+
+    ``encode`` adds output options. Raises :class:`RenderError`: ``ASSET.INVALID`` when an input
+    cannot be decoded, ``INTERNAL.BAD_OUTPUT.CODE01`` for anything else."""
+    out = Path(out_dir)
+    video = out / f"{name}.mp4"
+    partial = out / f"{name}.partial.mp4"
+    rc, err = await _run([*args, *_encode_args(), *encode, "-f", "mp4", str(partial)], timeout)
     if rc != 0:
         partial.unlink(missing_ok=True)
         tail = _stderr_tail(err)

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from comet_provider.hooks._settings import check_route
 from comet_provider.hooks.comet import CometHook
 from comet_provider.utils.polling import RunwayWaiter, await_event, task_from_event
 
@@ -24,6 +25,8 @@ class RunwayTaskTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param deadline: absolute epoch seconds at which to give up (survives triggerer restarts).
     :param submitted_at: epoch seconds of the submission, for the ``task_not_exist`` grace period.
+    :param route: the route the task was submitted on: "pro" (``gen4``) or "official" (``gen4_aleph``).
+        Rows serialized before the official route existed have none: "pro".
 
     Yields one event (format: :mod:`comet_provider.utils.polling`): the finished task, a
     timeout, or an error. Resume with ``outcome(task_from_event(event))`` from that module.
@@ -36,6 +39,7 @@ class RunwayTaskTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         deadline: float | None = None,
         submitted_at: float | None = None,
+        route: str = "pro",
     ) -> None:
         super().__init__()
         self.runway_task_id = runway_task_id
@@ -43,6 +47,7 @@ class RunwayTaskTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.deadline = None if deadline is None else float(deadline)
         self.submitted_at = None if submitted_at is None else float(submitted_at)
+        self.route = check_route(route)  # a plain string in the row, whatever enum it came as
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -53,6 +58,7 @@ class RunwayTaskTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "submitted_at": self.submitted_at,
+                "route": self.route,
             },
         )
 
@@ -63,6 +69,7 @@ class RunwayTaskTrigger(BaseTrigger):
             deadline=self.deadline,
             submitted_at=self.submitted_at,
             log=self._shared_log(),
+            route=self.route,
         )
         async with CometHook(self.comet_conn_id) as hook:
             event = await await_event(hook, waiter)

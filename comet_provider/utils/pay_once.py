@@ -63,6 +63,20 @@ class Fingerprint:
         digest = hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode())
         return cls(digest.hexdigest()[:32], source)
 
+    @classmethod
+    def for_request(cls, request: dict[str, Any], identity: Callable[[str], str | None]) -> Fingerprint:
+        """The fingerprint of a validated request (``video2video_request``), ``identity`` read for its
+        source video and each reference image. With no references the source part is the video's
+        identity alone, as fingerprints stored before references existed."""
+        video = identity(request["video"])
+        references = [identity(location) for location in request.get("references") or ()]
+        if not references:
+            return cls.of(request, video)
+        parts = [video, *references]
+        # One unreadable part proves no change for that part only: it stays visible as "?".
+        source = None if all(p is None for p in parts) else "|".join(p or "?" for p in parts)
+        return cls.of(request, source)
+
     def matches(self, other: Fingerprint) -> bool:
         # A source identity that could not be read now (or then) proves no change: the URL decides.
         if self.request != other.request:
@@ -90,6 +104,8 @@ class RenderRecord:
     try_number: int | None = None
     forced: bool = False
     link_gone: bool = False
+    #: The API route the task lives on (``comet_provider.utils.routes.Route``): where to poll it.
+    route: str = "pro"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +115,7 @@ class RenderRecord:
             "try_number": self.try_number,
             "forced": self.forced,
             "link_gone": self.link_gone,
+            "route": self.route,
         }
 
     @classmethod
@@ -115,6 +132,7 @@ class RenderRecord:
             try_number=try_number if isinstance(try_number, int) else None,
             forced=bool(value.get("forced")),
             link_gone=bool(value.get("link_gone")),
+            route=str(value.get("route") or "pro"),  # records written before the official route
         )
 
 
@@ -185,6 +203,11 @@ def preview_render(
     flip: Any = None,
     options: Any = None,
     callback_url: Any = None,
+    seed: Any = None,
+    references: Any = None,
+    ratio: Any = None,
+    content_moderation: Any = None,
+    route: Any = None,
     output_path: Any = None,
     force_render: Any = False,
     comet_conn_id: str = "comet_default",
@@ -207,7 +230,12 @@ def preview_render(
         flip=flip,
         options=options,
         callback_url=callback_url,
+        seed=seed,
+        references=references,
+        ratio=ratio,
+        content_moderation=content_moderation,
+        route=route,
     )
-    fingerprint = Fingerprint.of(request, CometHook(comet_conn_id).source_identity(request["video"]))
+    fingerprint = Fingerprint.for_request(request, CometHook(comet_conn_id).source_identity)
     stored = read_stored_render(output_path) if output_path else None
     return decide(fingerprint=fingerprint, force_render=check_flag("force_render", force_render), stored=stored)

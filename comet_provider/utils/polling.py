@@ -72,6 +72,7 @@ class RunwayWaiter:
     hook's "not visible yet" stand-in (within the grace period) does not count as seen.
 
     :param seen: whether an earlier poke already saw the task (a sensor in reschedule mode).
+    :param route: the route the task was submitted on, "pro" or "official": where it is polled.
     """
 
     # Thousands of waits live in one triggerer: no per-instance __dict__.
@@ -83,6 +84,7 @@ class RunwayWaiter:
         "last_status",
         "log",
         "poll_interval",
+        "route",
         "runway_task_id",
         "seen",
         "started",
@@ -98,8 +100,10 @@ class RunwayWaiter:
         submitted_at: float | None,
         log: Any,
         seen: bool = False,
+        route: str = "pro",
     ) -> None:
         self.runway_task_id = runway_task_id
+        self.route = route
         self.poll_interval = poll_interval
         self.deadline = deadline
         self.submitted_at = submitted_at
@@ -179,7 +183,7 @@ def wait_sync(hook: CometHook, waiter: RunwayWaiter) -> RunwayTask:
     """
     while True:
         try:
-            task = hook.get_task(waiter.runway_task_id, submitted_at=waiter.submitted_at)
+            task = hook.get_task(waiter.runway_task_id, submitted_at=waiter.submitted_at, route=waiter.route)
         except CometError as exc:
             waiter.on_error(exc)
         else:
@@ -196,14 +200,17 @@ async def await_task(hook: CometHook, waiter: RunwayWaiter) -> RunwayTask:
 
     task_id = waiter.runway_task_id
     submitted_at = waiter.submitted_at
+    route = waiter.route
     while True:
         try:
             remaining = waiter.remaining()
             # The call's coroutine is never bound to a name: kept, it would live on through the sleep.
             if remaining is None or remaining > hook.longest_call():
-                task = await hook.aget_task(task_id, submitted_at=submitted_at)
+                task = await hook.aget_task(task_id, submitted_at=submitted_at, route=route)
             else:  # near the deadline the hook's own retries must not carry us past it
-                task = await asyncio.wait_for(hook.aget_task(task_id, submitted_at=submitted_at), max(remaining, 0.001))
+                task = await asyncio.wait_for(
+                    hook.aget_task(task_id, submitted_at=submitted_at, route=route), max(remaining, 0.001)
+                )
         except asyncio.TimeoutError:
             pass  # the hook was still retrying at the deadline
         except CometError as exc:

@@ -7,24 +7,39 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from comet_provider.exceptions import CometValidationError
+from comet_provider.utils.routes import Route, route_for
+
+if TYPE_CHECKING:
+    from comet_provider.utils.sources import Source
 
 __all__ = [
     "MAX_PROMPT_CHARS",
+    "MAX_SEED",
     "build_video2video_payload",
     "check_flag",
     "check_http_url",
     "check_task_id",
+    "request_route",
+    "request_sources",
     "video2video_request",
+    "wire_body",
 ]
 
 #: Runway's limit for prompt text.
 MAX_PROMPT_CHARS = 1000
+#: The largest ``seed`` Runway accepts (an unsigned 32-bit integer).
+MAX_SEED = 4_294_967_295
 _MAX_URL_CHARS = 2048
+_GEN4_ONLY = "exists only on the gen4 route (model 'gen4', or route='pro')"
+_OFFICIAL_ONLY = "exists only on the official route (model 'gen4_aleph', or route='official')"
+_RATIO = re.compile(r"^([1-9][0-9]*):([1-9][0-9]*)$")
+_THRESHOLDS = ("auto", "low")
 
 
 def check_http_url(field: str, value: Any) -> str:
@@ -77,8 +92,11 @@ def build_video2video_payload(
     options: Any = None,
     callback_url: Any = None,
 ) -> dict[str, Any]:
-    """Validate a video-to-video request and return the JSON body to send."""
-    video_url = check_http_url("video", video)
+    """Validate a gen4 video-to-video request and return the JSON body to send (``video`` an http(s) URL)."""
+    return _gen4_body(check_http_url("video", video), prompt, model, options, callback_url)
+
+
+def _check_prompt(prompt: Any) -> str:
     if not isinstance(prompt, str):
         raise CometValidationError("prompt", f"expected text, got {type(prompt).__name__}")
     text = prompt.strip()
@@ -88,8 +106,18 @@ def build_video2video_payload(
         raise CometValidationError(
             "prompt", f"is {len(text)} characters long; Runway accepts at most {MAX_PROMPT_CHARS}"
         )
+    return text
+
+
+def _check_model(model: Any) -> str:
     if not isinstance(model, str) or not model.strip():
         raise CometValidationError("model", f"expected a model name such as 'gen4', got {model!r}")
+    return model.strip()
+
+
+def _gen4_body(video: str, prompt: Any, model: Any, options: Any, callback_url: Any) -> dict[str, Any]:
+    text = _check_prompt(prompt)
+    model = _check_model(model)
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
@@ -109,7 +137,7 @@ def build_video2video_payload(
         json.dumps(opts, allow_nan=False)  # NaN/Infinity are not JSON: the API would refuse the body
     except (TypeError, ValueError) as exc:
         raise CometValidationError("options", f"must be JSON-serializable ({exc})") from None
-    body: dict[str, Any] = {"video": video_url, "prompt": text, "model": model.strip(), "options": opts}
+    body: dict[str, Any] = {"video": video, "prompt": text, "model": model, "options": opts}
     if callback_url is not None and callback_url != "":
         body["callback_url"] = check_http_url("callback_url", callback_url)
     return body
@@ -124,16 +152,167 @@ def video2video_request(
     flip: Any = None,
     options: Any = None,
     callback_url: Any = None,
+    seed: Any = None,
+    references: Any = None,
+    ratio: Any = None,
+    content_moderation: Any = None,
+    route: Any = None,
 ) -> dict[str, Any]:
-    """The operator's arguments as the validated request body (the operator and the spend plan share it)."""
-    if options is not None and not isinstance(options, Mapping):
-        raise CometValidationError("options", f"expected a dict, got {type(options).__name__}")
-    merged = dict(options or {})
-    if structure_transformation is not None:
-        merged["structure_transformation"] = structure_transformation
-    if flip is not None:
-        merged["flip"] = flip
-    return build_video2video_payload(video=video, prompt=prompt, model=model, options=merged, callback_url=callback_url)
+    """The operator's arguments as the validated request, for the route ``model`` (or ``route``) selects.
+
+    It holds source locations (URLs, storage locations, local paths), never signed URLs or data:
+    URIs: it is what the pay-once fingerprint hashes. :func:`wire_body` makes the body to send.
+    On the gen4 route it is exactly the gen4 body (``video``, ``prompt``, ``model``, ``options``,
+    ``callback_url``); on the official route it starts with ``"route": "official"``.
+    """
+    from comet_provider.utils.sources import check_source
+
+    chosen = route_for(_check_model(model), route)
+    if chosen is Route.PRO:
+        _refuse_given(
+            _OFFICIAL_ONLY, seed=seed, references=references, ratio=ratio, content_moderation=content_moderation
+        )
+        source = check_source("video", video, media="video", route=chosen)
+        if options is not None and not isinstance(options, Mapping):
+            raise CometValidationError("options", f"expected a dict, got {type(options).__name__}")
+        merged = dict(options or {})
+        if structure_transformation is not None:
+            merged["structure_transformation"] = structure_transformation
+        if flip is not None:
+            merged["flip"] = flip
+        return _gen4_body(source.location, prompt, model, merged, callback_url)
+    _refuse_given(
+        _GEN4_ONLY,
+        flip=flip,
+        structure_transformation=structure_transformation,
+        options=options,
+        callback_url=callback_url,
+    )
+    request: dict[str, Any] = {
+        "route": Route.OFFICIAL.value,
+        "video": check_source("video", video, media="video", route=chosen).location,
+        "prompt": _check_prompt(prompt),
+        "model": _check_model(model),
+    }
+    if _given(seed):
+        request["seed"] = _check_seed(seed)
+    if _given(references):
+        request["references"] = [
+            check_source(f"references[{i}]", ref, media="image", route=chosen).location
+            for i, ref in enumerate(_reference_list(references))
+        ]
+    if _given(ratio):
+        request["ratio"] = _check_ratio(ratio)
+    if _given(content_moderation):
+        request["content_moderation"] = _check_moderation(content_moderation)
+    return request
+
+
+def _refuse_given(why: str, **fields: Any) -> None:
+    for name, value in fields.items():
+        if _given(value):
+            raise CometValidationError(name, why)
+
+
+def _given(value: Any) -> bool:
+    # A template renders an unset optional argument as "" (and a dict or list one as empty).
+    if isinstance(value, (str, Mapping, list, tuple)):
+        return bool(value.strip() if isinstance(value, str) else value)
+    return value is not None
+
+
+def _check_seed(value: Any) -> int:
+    seed = value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # templated: text
+        seed = int(value.strip())
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CometValidationError("seed", f"expected a whole number from 0 to {MAX_SEED}, got {value!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise CometValidationError("seed", f"must be from 0 to {MAX_SEED}, got {seed}")
+    return seed
+
+
+def _reference_list(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str) or hasattr(value, "__fspath__") or getattr(value, "protocol", None) is not None:
+        return [value]  # one reference image
+    raise CometValidationError(
+        "references", f"expected a list of image URLs, storage locations or paths, got {type(value).__name__}"
+    )
+
+
+def _check_ratio(value: Any) -> str:
+    text = value.strip().replace(" ", "") if isinstance(value, str) else None
+    if text is None or not _RATIO.match(text):
+        raise CometValidationError("ratio", f"expected 'WIDTH:HEIGHT' in pixels such as '1280:720', got {value!r}")
+    return text
+
+
+def _check_moderation(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise CometValidationError(
+            "content_moderation", f"expected a dict such as {{'publicFigureThreshold': 'auto'}}, got {value!r}"
+        )
+    keys = {"publicFigureThreshold", "public_figure_threshold"}
+    unknown = sorted(str(key) for key in value if key not in keys)
+    if unknown or len(value) != 1:
+        what = f"unknown keys {unknown}" if unknown else "give publicFigureThreshold once"
+        raise CometValidationError("content_moderation", f"{what}; the only setting is publicFigureThreshold")
+    [threshold] = value.values()
+    if not isinstance(threshold, str) or threshold.strip().lower() not in _THRESHOLDS:
+        raise CometValidationError(
+            "content_moderation", f"publicFigureThreshold must be 'auto' or 'low', got {threshold!r}"
+        )
+    return {"publicFigureThreshold": threshold.strip().lower()}
+
+
+def request_route(request: Mapping[str, Any]) -> Route:
+    """The route a :func:`video2video_request` result is for (gen4 requests carry no ``route``)."""
+    return Route(request.get("route", Route.PRO.value))
+
+
+def request_sources(request: Mapping[str, Any]) -> list[Source]:
+    """The request's sources, checked again (a local file may have changed); ``field`` keys :func:`wire_body`."""
+    from comet_provider.utils.sources import check_source
+
+    route = request_route(request)
+    found = [check_source("video", request["video"], media="video", route=route)]
+    for i, ref in enumerate(request.get("references", ())):
+        found.append(check_source(f"references[{i}]", ref, media="image", route=route))
+    return found
+
+
+def wire_body(request: Mapping[str, Any], resolved: Mapping[str, str]) -> dict[str, Any]:
+    """The JSON body to send: ``request`` with each location replaced by ``resolved[field]``.
+
+    ``resolved`` maps ``"video"``, ``"references[0]"``, ... to the URI Runway fetches (the URL,
+    a signed URL or a data: URI); see :func:`request_sources`.
+    """
+
+    def uri(key: str) -> str:
+        if key not in resolved:
+            raise KeyError(f"no resolved URI for source {key!r}")
+        return resolved[key]
+
+    if request_route(request) is Route.PRO:
+        body = {key: request[key] for key in ("prompt", "model", "options")}
+        body = {"video": uri("video"), **body}
+        if "callback_url" in request:
+            body["callback_url"] = request["callback_url"]
+        return body
+    wire: dict[str, Any] = {"videoUri": uri("video"), "promptText": request["prompt"], "model": request["model"]}
+    if "seed" in request:
+        wire["seed"] = request["seed"]
+    if "references" in request:
+        wire["references"] = [
+            {"type": "image", "uri": uri(f"references[{i}]")} for i in range(len(request["references"]))
+        ]
+    if "ratio" in request:
+        wire["ratio"] = request["ratio"]
+    if "content_moderation" in request:
+        wire["contentModeration"] = dict(request["content_moderation"])
+    return wire
 
 
 _TRUE = frozenset({"true", "1", "yes", "on"})

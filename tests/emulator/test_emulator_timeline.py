@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from comet_provider.testing.emulator.timeline import EmulatedTask, InFlight, Slots
+from comet_provider.testing.emulator.capacity import InFlight, Slots
+from comet_provider.testing.emulator.timeline import EmulatedTask
 from comet_provider.testing.render import RenderError, RenderOutput
 
 OUTPUT = RenderOutput(Path("v.mp4"), Path("p.jpg"), Path("l.jpg"))

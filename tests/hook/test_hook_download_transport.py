@@ -19,8 +19,16 @@ class Server:
     """A one-thread HTTP/1.1 server answering every request with ``status``, ``headers`` and ``body``,
     then closing; it counts requests and keeps the last one's head."""
 
-    def __init__(self, body: bytes = b"", *, status: str = "200 OK", headers: dict[str, str | None] | None = None):
+    def __init__(
+        self,
+        body: bytes = b"",
+        *,
+        status: str = "200 OK",
+        headers: dict[str, str | None] | None = None,
+        keep_open: bool = False,
+    ):
         self.body = body
+        self.keep_open = keep_open  # like a keep-alive server: no EOF after the body
         self.status = status
         given = {"Content-Length": str(len(body)), "Content-Type": "video/mp4", **(headers or {})}
         self.headers = {k: v for k, v in given.items() if v is not None}  # None: header left out
@@ -48,6 +56,10 @@ class Server:
                 head = f"HTTP/1.1 {self.status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
                 body = b"" if request.startswith(b"HEAD ") else self.body
                 conn.sendall(head.encode() + b"\r\n" + body)
+                if self.keep_open:
+                    conn.settimeout(30)
+                    while conn.recv(65536):  # until the client hangs up
+                        pass
 
     def __enter__(self) -> Server:
         self._thread.start()
@@ -139,3 +151,23 @@ def test_source_identity_without_headers_is_none() -> None:
 
 def test_source_identity_of_a_refused_source_is_none(refused_url: str) -> None:
     assert CometHook().source_identity(refused_url) is None
+
+
+@pytest.mark.parametrize("size", [1, 9_000, 300_000, (1 << 20) + 7, (5 << 20) + 12_345])
+def test_body_of_known_length_ends_without_waiting_for_the_server_to_close(tmp_path: Path, size: int) -> None:
+    """Reads wait for a low-water mark of bytes (fewer wake-ups): never for bytes that will not come.
+    A keep-alive server sends no EOF, so a wait past the body would end only at the read timeout."""
+    import time
+
+    import httpx
+
+    from comet_provider.hooks._download import fetch_render
+    from comet_provider.hooks._download_transport import DownloadTransport
+
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    with Server(body, keep_open=True) as server:
+        started = time.monotonic()
+        stored, count = fetch_render(DownloadTransport(), server.url, tmp_path / "r.mp4", httpx.Timeout(5.0))
+        assert time.monotonic() - started < 5.0
+    assert count == size
+    assert Path(stored).read_bytes() == body

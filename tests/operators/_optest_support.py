@@ -123,4 +123,6 @@ class OpTestEnv:
             "OPTEST_LATE_VIDEO_PATH": str(self.late_video),
             "OPTEST_SAMPLE_PATH": str(self.sample),
             "OPTEST_OUT_DIR": str(self.out_dir),
+            "OPTEST_REFERENCE_PATH": str(self.media_dir / "look.png"),
+            "OPTEST_REFERENCE_URL": self.emulator.media_url("look.png"),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ def optest_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpTestEnv]:
     root = tmp_path_factory.mktemp("optest")
     media = root / "media"
     sample = make_sample_video(media / "clip.mp4", seconds=2)
+    make_reference_image(media / "look.png")
     emulator = CometEmulator(
         api_key=SECRET,
         not_exist_seconds=0.3,
@@ -77,6 +79,23 @@ def optest_runs(optest_env: OpTestEnv) -> Callable[[str], DagRun]:
 @pytest.fixture(scope="session")
 def main_run(optest_runs: Callable[[str], DagRun]) -> DagRun:
     return optest_runs("optest_main")
+
+
+def make_reference_image(path: Path) -> Path:
+    """A small orange PNG (the official route's style reference), drawn by the emulator's ffmpeg."""
+    import subprocess
+
+    from comet_provider.testing.render import ffmpeg_exe
+
+    color = "color=c=0xff8800:s=64x64"
+    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", color, "-frames:v", "1", str(path)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_run(optest_runs: Callable[[str], DagRun]) -> DagRun:
+    return optest_runs("optest_official")
 
 
 @pytest.fixture(scope="session")

@@ -333,7 +333,7 @@ def test_bad_input_fails_naming_the_field(bad_input_run: DagRun, task_id: str, f
 
 def test_templated_value_is_validated_after_rendering(bad_input_run: DagRun) -> None:
     log = bad_input_run.log("bad_templated_video")
-    assert "scheme 'ftp' is not supported" in log
+    assert "Invalid 'video': no Airflow filesystem handles ftp://" in log
     fields = bad_input_run.query(
         "select rendered_fields from rendered_task_instance_fields where dag_id = ? and run_id = ? and task_id = ?",
         bad_input_run.dag_id,
@@ -359,7 +359,7 @@ def test_trigger_rows_hold_ids_never_the_key(main_run: DagRun) -> None:
         decoded = json.loads(kwargs)
         if decoded.get("__type") == "dict":  # Airflow 3.1 stores the kwargs serde-wrapped
             decoded = decoded["__var"]
-        assert set(decoded) == {"runway_task_id", "comet_conn_id", "poll_interval", "deadline", "submitted_at"}
+        assert set(decoded) == {"runway_task_id", "comet_conn_id", "poll_interval", "deadline", "submitted_at", "route"}
         assert decoded["comet_conn_id"] == "comet_default"
 
 
@@ -375,7 +375,15 @@ def test_task_state_store_holds_ids_never_the_key(main_run: DagRun) -> None:
     saved = {task_id: json.loads(value) for task_id, key, value in rows if key == "comet_runway_task"}
     assert {"defer_local", "retry_resume", "retry_after_failure"} <= set(saved)
     for value in saved.values():
-        assert set(value) == {"runway_task_id", "submitted_at", "fingerprint", "try_number", "forced", "link_gone"}
+        assert set(value) == {
+            "runway_task_id",
+            "submitted_at",
+            "fingerprint",
+            "try_number",
+            "forced",
+            "link_gone",
+            "route",
+        }
     # retry_after_failure's store was overwritten by try 2's new render.
     assert saved["retry_after_failure"]["runway_task_id"] == main_run.emulator_tasks("stained glass")[-1]["id"]
 

@@ -76,7 +76,8 @@ def test_no_saved_state_submits_then_defers_with_an_absolute_deadline() -> None:
     assert before + 60 <= trigger.deadline <= time.time() + 60
     assert deferred.method_name == "execute_complete"
     saved = store.get(STATE_KEY)
-    assert set(saved) == {"runway_task_id", "submitted_at", "fingerprint", "try_number", "forced", "link_gone"}
+    assert set(saved) == {"runway_task_id", "submitted_at", "fingerprint", "try_number", "forced", "link_gone", "route"}
+    assert saved["route"] == "pro"
     assert saved["try_number"] == ctx["ti"].try_number
     assert trigger.submitted_at == saved["submitted_at"]
     # The id is in XCom before the task defers (the UI shows it while Runway renders).
@@ -94,7 +95,7 @@ def test_saved_and_still_rendering_defers_on_the_same_task(status: RunwayStatus)
     deferred = run(op, ctx)
 
     op.hook.submit_video2video.assert_not_called()
-    op.hook.get_task.assert_called_once_with("rw-1", submitted_at=saved["submitted_at"])
+    op.hook.get_task.assert_called_once_with("rw-1", submitted_at=saved["submitted_at"], route="pro")
     assert isinstance(deferred, TaskDeferred)
     assert deferred.trigger.runway_task_id == "rw-1"
     assert deferred.trigger.submitted_at == saved["submitted_at"]
@@ -268,12 +269,21 @@ def test_uncertain_submission_fails_without_retry() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"video": "s3://bucket/clip.mp4"}, "video"),
+        ({"video": "ftp://bucket/clip.mp4"}, "video"),
+        ({"video": "/no/such/clip.mp4"}, "video"),
         ({"prompt": ""}, "prompt"),
         ({"structure_transformation": 1.5}, "structure_transformation"),
         ({"flip": "yes"}, "flip"),
         ({"options": "fast"}, "options"),
         ({"callback_url": "ftp://hooks.example.com"}, "callback_url"),
+        # Fields of the other route, named before anything is sent.
+        ({"seed": 7}, "seed"),
+        ({"references": ["https://cdn.example.com/look.png"]}, "references"),
+        ({"model": "gen4_aleph", "flip": True}, "flip"),
+        ({"model": "gen4_aleph", "seed": -1}, "seed"),
+        ({"model": "gen4_aleph", "ratio": "wide"}, "ratio"),
+        ({"model": "gen4_aleph", "content_moderation": {"publicFigureThreshold": "high"}}, "content_moderation"),
+        ({"model": "gen5"}, "route"),
     ],
 )
 def test_invalid_input_fails_before_any_request(kwargs: dict[str, Any], field: str) -> None:
@@ -354,7 +364,7 @@ def test_execute_complete_rejects_odd_events(bad: Any) -> None:
 def test_sensor_execute_complete_returns_the_same_dict() -> None:
     sensor = RunwayTaskSensor(task_id="wait", runway_task_id="rw-1", deferrable=True)
     done = task(RunwayStatus.SUCCEEDED)
-    assert sensor.execute_complete({}, event("success", task=done.to_dict())) == done.to_dict()
+    assert sensor.execute_complete({}, event("success", task=done.to_dict())) == {**done.to_dict(), "route": "pro"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +381,7 @@ def test_serialized_trigger_holds_ids_not_the_key(monkeypatch: pytest.MonkeyPatc
     assert isinstance(deferred, TaskDeferred)
     classpath, kwargs = deferred.trigger.serialize()
     assert classpath == "comet_provider.triggers.runway.RunwayTaskTrigger"
-    assert set(kwargs) == {"runway_task_id", "comet_conn_id", "poll_interval", "deadline", "submitted_at"}
+    assert set(kwargs) == {"runway_task_id", "comet_conn_id", "poll_interval", "deadline", "submitted_at", "route"}
     assert SECRET not in json.dumps(kwargs)
     assert SECRET not in repr(deferred.trigger)
     assert SECRET not in json.dumps(store.data)

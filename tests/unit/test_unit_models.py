@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from comet_provider.exceptions import CometMalformedResponseError, RunwayTaskFailedError
+from comet_provider.exceptions import CometMalformedResponseError, RunwayTaskFailedError, RunwayTaskNotFoundError
 from comet_provider.models import RunwayStatus, RunwayTask
 
 URL = "https://cdn.test/renders/abc.mp4"
@@ -330,10 +330,16 @@ def test_task_id_falls_back_to_inner_id_then_argument() -> None:
     assert RunwayTask.from_feed(body, task_id="given").task_id == "given"
 
 
+def test_success_code_without_a_task_reads_as_not_found() -> None:
+    # The gateway's fetch that found nothing (rule success_code_with_null_data): not a malformed answer.
+    with pytest.raises(RunwayTaskNotFoundError) as info:
+        RunwayTask.from_feed({"code": "success", "data": None})
+    assert info.value.error_code == "task_not_exist"
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        {"code": "success", "data": None},
         {"code": "success", "data": "oops"},
         {"code": "success", "data": []},
         {"code": "success", "data": {"status": "QUEUED"}},

@@ -251,3 +251,43 @@ def test_a_blip_after_the_task_was_seen_does_not_fail_a_rescheduled_sensor(fake_
     assert result["status"] == "SUCCEEDED"
     assert store.get(STATE_KEY)["seen"] is True
     assert store.sets == 2  # the first poke, then the first sight of the task
+
+
+# -- the official route ------------------------------------------------------------------------------
+
+
+def bare_task(status: str, **fields: Any) -> httpx.Response:
+    return httpx.Response(200, json={"id": "rw-1", "status": status, **fields})
+
+
+def test_a_task_on_the_official_route_is_polled_there(fake_api: FakeApi) -> None:
+    fake_api.script(bare_task("RUNNING", progress=0.5), bare_task("SUCCEEDED", progress=1, output=[URL]))
+    result = make_sensor(fake_api, mode="poke", route="official").execute(context(FakeStore()))
+    assert (result["status"], result["video_url"], result["route"]) == ("SUCCEEDED", URL, "official")
+    assert {(r.method, r.url.path) for r in fake_api.requests} == {("GET", "/runwayml/v1/tasks/rw-1")}
+
+
+def test_deferrable_mode_hands_the_route_to_the_trigger(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_api.script(bare_task("RUNNING"))
+    with pytest.raises(TaskDeferred) as deferred:
+        make_sensor(fake_api, deferrable=True, route="official").execute(context(FakeStore()))
+    trigger = deferred.value.trigger
+    assert trigger.serialize()[1]["route"] == "official"
+    fake_api.script(bare_task("SUCCEEDED", output=[URL]))
+    monkeypatch.setattr(trigger_module, "CometHook", lambda conn_id="comet_default": make_hook(fake_api))
+
+    async def only_event() -> dict[str, Any]:
+        (event,) = [event.payload async for event in trigger.run()]
+        return event
+
+    event = asyncio.run(asyncio.wait_for(only_event(), timeout=20))
+    assert event["task"]["video_url"] == URL
+    assert {r.method for r in fake_api.requests} == {"GET"}
+    result = make_sensor(fake_api, deferrable=True, route="official").execute_complete(context(FakeStore()), event)
+    assert (result["status"], result["route"]) == ("SUCCEEDED", "official")
+
+
+def test_an_unknown_route_fails_naming_the_field_before_any_request(fake_api: FakeApi) -> None:
+    with pytest.raises(AirflowFailException, match="Invalid 'route'"):
+        make_sensor(fake_api, route="gen4_aleph").execute(context(FakeStore()))
+    assert fake_api.requests == []

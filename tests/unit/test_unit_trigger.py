@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from comet_provider.exceptions import CometError, RunwayTaskFailedError, RunwayTaskTimeoutError
+from comet_provider.exceptions import CometError, CometValidationError, RunwayTaskFailedError, RunwayTaskTimeoutError
 from comet_provider.models import RunwayStatus
 from comet_provider.triggers import runway as trigger_module
 from comet_provider.triggers.runway import RunwayTaskTrigger
@@ -43,7 +43,30 @@ def test_serialize_round_trip() -> None:
         "poll_interval": 7.0,
         "deadline": 1_900_000_000.0,
         "submitted_at": 1_800_000_000.5,
+        "route": "pro",
     }
+
+
+def test_official_route_round_trips() -> None:
+    classpath, kwargs = RunwayTaskTrigger("t-1", route="official").serialize()
+    assert kwargs["route"] == "official"
+    assert RunwayTaskTrigger(**json.loads(json.dumps(kwargs))).serialize() == (classpath, kwargs)
+
+
+def test_rows_written_before_the_official_route_deserialize_to_pro() -> None:
+    old_row = {
+        "runway_task_id": "t-1",
+        "comet_conn_id": "c",
+        "poll_interval": 5.0,
+        "deadline": None,
+        "submitted_at": None,
+    }
+    assert RunwayTaskTrigger(**old_row).route == "pro"
+
+
+def test_unknown_route_is_refused_by_name() -> None:
+    with pytest.raises(CometValidationError, match="route"):
+        RunwayTaskTrigger("t-1", route="turbo")
 
 
 def test_serialize_defaults_round_trip() -> None:

@@ -235,22 +235,26 @@ class ScriptedHook:
     def __init__(self, *steps: RunwayTask | Exception, longest_call: float = 60.0, delay: float = 0.0) -> None:
         self.steps = list(steps)
         self.calls: list[tuple[str, float | None]] = []
+        self.routes: list[str] = []
         self._longest_call = longest_call
         self.delay = delay
 
     def longest_call(self) -> float:
         return self._longest_call
 
-    def get_task(self, runway_task_id: str, *, submitted_at: float | None = None) -> RunwayTask:
+    def get_task(self, runway_task_id: str, *, submitted_at: float | None = None, route: str = "pro") -> RunwayTask:
         self.calls.append((runway_task_id, submitted_at))
+        self.routes.append(route)
         step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
         if isinstance(step, Exception):
             raise step
         return step
 
-    async def aget_task(self, runway_task_id: str, *, submitted_at: float | None = None) -> RunwayTask:
+    async def aget_task(
+        self, runway_task_id: str, *, submitted_at: float | None = None, route: str = "pro"
+    ) -> RunwayTask:
         await asyncio.sleep(self.delay)
-        return self.get_task(runway_task_id, submitted_at=submitted_at)
+        return self.get_task(runway_task_id, submitted_at=submitted_at, route=route)
 
 
 def wait(mode: str, hook: ScriptedHook, w: RunwayWaiter) -> RunwayTask:
@@ -278,6 +282,14 @@ def test_wait_returns_the_finished_task_through_transient_errors(mode: str) -> N
     assert done.status is RunwayStatus.SUCCEEDED
     assert len(hook.calls) == 5
     assert all(call == ("t-1", 123.0) for call in hook.calls)
+    assert set(hook.routes) == {"pro"}
+
+
+def test_wait_polls_on_the_route_the_task_was_submitted_on(mode: str) -> None:
+    hook = ScriptedHook(task(RunwayStatus.RUNNING, 0.5), task(RunwayStatus.SUCCEEDED, 1.0, video_url=URL))
+    w = RunwayWaiter("t-1", poll_interval=0.001, deadline=None, submitted_at=None, log=RecordingLog(), route="official")
+    assert wait(mode, hook, w).status is RunwayStatus.SUCCEEDED
+    assert hook.routes == ["official", "official"]
 
 
 def test_wait_returns_failed_tasks_for_the_caller_to_judge(mode: str) -> None:

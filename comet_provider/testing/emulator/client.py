@@ -73,9 +73,14 @@ class EmulatorClient:
         result: dict[str, Any] = self._call("GET", "/_emulator/stats", params={"tasks": int(tasks)})
         return result
 
-    def submission_counts(self) -> Counter[tuple[str, str]]:
-        """Submissions since the last reset per ``(video, prompt)``: the inputs a render was paid for."""
-        return Counter((task["video"], task["prompt"]) for task in self.stats()["tasks"].values())
+    def submission_counts(self, route: str | None = None) -> Counter[tuple[str, str]]:
+        """Paid submissions since the last reset per ``(source, prompt)``: the inputs a render was paid for.
+
+        Every route counts unless ``route`` ("pro" or "official") picks one. ``source`` is the clip's
+        URL without its query string (so two signed URLs of one object count together), or a
+        ``data:`` URI's digest; per-route totals are in ``stats()["routes"]``."""
+        tasks = self.stats()["tasks"].values()
+        return Counter((task["source"], task["prompt"]) for task in tasks if route in (None, task["route"]))
 
     def expire_links(self, task_id: str | None = None) -> int:
         """Make render links answer 403 (an expired signed URL): ``task_id``'s, or every link

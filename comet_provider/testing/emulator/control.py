@@ -11,10 +11,29 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from comet_provider.testing.emulator.sources import source_identity
 from comet_provider.testing.emulator.wire import Reject, json_body, json_response
 
 if TYPE_CHECKING:
     from comet_provider.testing.emulator.server import EmulatorServer
+    from comet_provider.testing.emulator.timeline import EmulatedTask
+
+
+def task_inputs(task: EmulatedTask) -> dict[str, Any]:
+    """What a task was paid for. ``source`` identifies the clip whatever its signature (a URL
+    without its query, a ``data:`` URI by digest); official tasks never show a whole URI."""
+    official = task.official
+    if official is None:
+        return {"route": task.route, "source": source_identity(task.video), "video": task.video}
+    return {
+        "route": task.route,
+        "source": official.source,
+        "video": official.source,
+        "seed": official.seed,
+        "references": list(official.reference_sources),
+        "ratio": official.ratio,
+        "content_moderation": official.content_moderation,
+    }
 
 
 def build_stats(server: EmulatorServer, include_tasks: bool = True) -> dict[str, Any]:
@@ -24,7 +43,12 @@ def build_stats(server: EmulatorServer, include_tasks: bool = True) -> dict[str,
     result: dict[str, Any] = {
         "submissions": server.task_counter,
         "submit_attempts": server.api.submit_attempts,
+        "routes": {
+            route: {"submissions": server.route_submissions[route], "submit_attempts": attempts}
+            for route, attempts in server.api.route_attempts.items()
+        },
         "feeds": server.api.feeds,
+        "task_polls": server.api.task_polls,
         "in_flight": server.in_flight.count(now),
         "peak_in_flight": server.in_flight.peak,
         "faults": dict(server.faults.counts),
@@ -41,7 +65,7 @@ def build_stats(server: EmulatorServer, include_tasks: bool = True) -> dict[str,
         result["tasks"] = {
             task.id: {
                 "prompt": task.prompt,
-                "video": task.video,
+                **task_inputs(task),
                 "model": task.model,
                 "options": task.options,
                 "callback_url": task.callback_url,

@@ -1,18 +1,23 @@
-"""Render jobs: fetch the source clip as CometAPI would, render it (ffmpeg, copy or synthetic), record the outcome."""
+"""Render jobs: fetch the inputs as CometAPI would, render them (ffmpeg, copy or synthetic), record the outcome.
+
+gen4 tasks restyle by prompt keywords (:func:`render_video`); official-route tasks also take the
+first reference image's palette and their seed (:mod:`.official_render`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import ClientError, ClientSession, ClientTimeout
+from aiohttp import ClientSession
 
+from comet_provider.testing.emulator.official import OfficialInputs
+from comet_provider.testing.emulator.official_render import render_official
 from comet_provider.testing.emulator.settings import EmulatorConfig
+from comet_provider.testing.emulator.sources import fetch_source
 from comet_provider.testing.emulator.timeline import EmulatedTask
-from comet_provider.testing.emulator.wire import safe_url
 from comet_provider.testing.render import RenderError, RenderOutput, make_placeholder, render_video
 
 log = logging.getLogger("comet_provider.testing")
@@ -47,24 +52,23 @@ class RenderJobs:
 
     async def fetch(self, url: str, dest: Path) -> None:
         """Download the source to ``dest`` (atomically); RenderError ``ASSET.INVALID`` on any failure."""
-        partial = dest.with_name(dest.name + ".partial")
-        shown = safe_url(url)
+        await fetch_source(self._session(), url, dest, timeout=self._config().fetch_timeout)
+
+    async def _fetch_official(self, task_id: str, inputs: OfficialInputs) -> tuple[Path, list[Path]]:
+        """The clip and every reference image (Runway fetches them all), with Runway's limits and types."""
+        session, timeout = self._session(), self._config().fetch_timeout
+        source = self.sources_dir / f"{task_id}.source.mp4"
+        references = [self.sources_dir / f"{task_id}.reference{n}" for n in range(len(inputs.references))]
         try:
-            timeout = ClientTimeout(total=self._config().fetch_timeout)
-            async with self._session().get(url, timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise RenderError("ASSET.INVALID", f"could not fetch source video: HTTP {resp.status} from {shown}")
-                with partial.open("wb") as out:
-                    async for chunk in resp.content.iter_chunked(1 << 20):
-                        out.write(chunk)
-        except (ClientError, asyncio.TimeoutError, OSError) as exc:
-            partial.unlink(missing_ok=True)
-            detail = str(exc) or type(exc).__name__
-            raise RenderError("ASSET.INVALID", f"could not fetch source video from {shown}: {detail}") from None
+            await fetch_source(session, inputs.video_uri, source, timeout=timeout, checked=True)
+            for n, (uri, dest) in enumerate(zip(inputs.references, references, strict=True)):
+                what = f"reference image {n}"
+                await fetch_source(session, uri, dest, media="image", timeout=timeout, checked=True, what=what)
         except BaseException:
-            partial.unlink(missing_ok=True)
+            for path in (source, *references):
+                path.unlink(missing_ok=True)
             raise
-        os.replace(partial, dest)
+        return source, references
 
     async def placeholder(self) -> RenderOutput:
         async with self._placeholder_lock:
@@ -77,23 +81,39 @@ class RenderJobs:
     async def _produce(self, task: EmulatedTask) -> RenderOutput:
         if task.render_mode == "synthetic":
             return await self.placeholder()
-        source = self.sources_dir / f"{task.id}.source.mp4"
-        await self.fetch(task.video, source)
+        inputs = task.official
+        if inputs is None:
+            source, references = self.sources_dir / f"{task.id}.source.mp4", list[Path]()
+            await self.fetch(task.video, source)
+        else:
+            source, references = await self._fetch_official(task.id, inputs)
         if task.render_mode == "copy":
+            for path in references:
+                path.unlink(missing_ok=True)
             placeholder = await self.placeholder()
             return RenderOutput(source, placeholder.poster, placeholder.last_frame)
         try:
+            timeout = self._config().render_timeout
             async with self._sem:
-                return await render_video(
+                if inputs is None:
+                    return await render_video(
+                        source, self.renders_dir, task.id, task.prompt, task.options, timeout=timeout
+                    )
+                # Runway picks a seed when none is given: renders of the same inputs then differ.
+                seed = random.randrange(1 << 32) if inputs.seed is None else inputs.seed
+                return await render_official(
                     source,
                     self.renders_dir,
                     task.id,
                     task.prompt,
-                    task.options,
-                    timeout=self._config().render_timeout,
+                    seed=seed,
+                    reference=references[0] if references else None,
+                    ratio=inputs.ratio,
+                    timeout=timeout,
                 )
         finally:
-            source.unlink(missing_ok=True)
+            for path in (source, *references):
+                path.unlink(missing_ok=True)
 
     async def run(self, task: EmulatedTask, settled: Callable[[EmulatedTask], None]) -> None:
         """Render ``task``; ``settled(task)`` once its outcome is on record."""

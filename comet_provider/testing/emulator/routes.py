@@ -1,4 +1,7 @@
-"""CometAPI's own routes: ``POST /runway/pro/video2video`` (submit) and ``POST /runway/feed`` (poll)."""
+"""The API routes: CometAPI's own (``POST /runway/pro/video2video``, polled with ``POST /runway/feed``)
+and Runway's format (``POST /runwayml/v1/video_to_video``, polled with ``GET /runwayml/v1/tasks/{id}``).
+
+Both routes create tasks in the one task store and poll the same timelines; only the shapes differ."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from comet_provider.testing.emulator import official
 from comet_provider.testing.emulator.wire import Reject, json_body, json_response, task_not_exist
 
 if TYPE_CHECKING:
@@ -53,8 +57,12 @@ def validate_submit(body: Mapping[str, Any]) -> tuple[str, str, str, dict[str, A
     return values["video"], values["prompt"], values["model"], options, callback_url or None
 
 
+#: The routes, by the name the provider and the stats use.
+ROUTES = ("pro", "official")
+
+
 class ApiRoutes:
-    """Submit and feed with CometAPI's auth, headers and answer shapes; counts attempts, polls, auth failures."""
+    """Both routes with CometAPI's auth, headers and answer shapes; counts attempts, polls, auth failures."""
 
     def __init__(self, server: EmulatorServer) -> None:
         self.server = server
@@ -62,12 +70,16 @@ class ApiRoutes:
 
     def clear_counts(self) -> None:
         self.submit_attempts = 0
+        self.route_attempts = dict.fromkeys(ROUTES, 0)
         self.feeds = 0
+        self.task_polls = 0
         self.auth_failures = 0
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/runway/pro/video2video", self._submit)
         router.add_post("/runway/feed", self._feed)
+        router.add_post("/runwayml/v1/video_to_video", self._official_submit)
+        router.add_get("/runwayml/v1/tasks/{task_id}", self._official_task)
 
     def _check_request(self, request: web.Request) -> web.Response | None:
         config = self.server.config
@@ -86,6 +98,7 @@ class ApiRoutes:
     async def _submit(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         self.submit_attempts += 1
+        self.route_attempts["pro"] += 1
         rejected = self._check_request(request)
         if rejected is not None:
             return rejected
@@ -130,6 +143,9 @@ class ApiRoutes:
         faulted = await self.server.faults.inject("feed", request)
         if faulted is not None:
             return faulted
+        return self._task_answer(task_id, "envelope")
+
+    def _task_answer(self, task_id: str, shape: str) -> web.Response:
         task = self.server.tasks.get(task_id)
         if task is None:
             return task_not_exist()
@@ -138,7 +154,37 @@ class ApiRoutes:
         if not task.visible(now):
             return task_not_exist()
         return web.Response(
-            body=task.feed_body(now, self.server.base_url, self.server.generation),
+            body=task.feed_body(now, self.server.base_url, self.server.generation, shape),
             content_type="application/json",
             charset="utf-8",
         )
+
+    async def _official_submit(self, request: web.Request) -> web.StreamResponse:
+        self.submit_attempts += 1
+        self.route_attempts["official"] += 1
+        rejected = self._check_request(request)
+        if rejected is not None:
+            return rejected
+        faulted = await self.server.faults.inject("submit", request)
+        if faulted is not None:
+            return faulted
+        try:
+            body = await json_body(request)
+        except Reject as exc:
+            return self.server.errors.rejected(exc)
+        try:
+            inputs = official.validate_official(body)
+        except Reject as exc:
+            return official.rejected(self.server.errors, exc)
+        task = self.server.create_task(inputs.video_uri, inputs.prompt_text, inputs.model, {}, None, official=inputs)
+        return json_response({"id": task.id})
+
+    async def _official_task(self, request: web.Request) -> web.StreamResponse:
+        self.task_polls += 1
+        rejected = self._check_request(request)
+        if rejected is not None:
+            return rejected
+        faulted = await self.server.faults.inject("feed", request)
+        if faulted is not None:
+            return faulted
+        return self._task_answer(request.match_info["task_id"], self.server.config.official_task_shape)

@@ -23,13 +23,15 @@ from typing import Any
 from aiohttp import ClientSession, web
 
 from comet_provider.testing.emulator.callbacks import Callbacks, Inboxes
+from comet_provider.testing.emulator.capacity import InFlight, Slots
 from comet_provider.testing.emulator.control import ControlRoutes, build_stats
 from comet_provider.testing.emulator.faults import Faults
 from comet_provider.testing.emulator.files import Files
+from comet_provider.testing.emulator.official import OfficialInputs
 from comet_provider.testing.emulator.render_jobs import RenderJobs
-from comet_provider.testing.emulator.routes import ApiRoutes
+from comet_provider.testing.emulator.routes import ROUTES, ApiRoutes
 from comet_provider.testing.emulator.settings import PLACEMENTS, EmulatorConfig
-from comet_provider.testing.emulator.timeline import EmulatedTask, InFlight, Slots
+from comet_provider.testing.emulator.timeline import EmulatedTask
 from comet_provider.testing.emulator.wire import Errors
 
 log = logging.getLogger("comet_provider.testing")
@@ -86,6 +88,7 @@ class EmulatorServer:
     def _clear_state(self) -> None:
         self.tasks: dict[str, EmulatedTask] = {}
         self.task_counter = 0
+        self.route_submissions = dict.fromkeys(ROUTES, 0)
         self.in_flight = InFlight()
         self.slots = Slots(self.config.concurrency)
         for part in (self.api, self.faults, self.callbacks, self.render_jobs, self.files):
@@ -136,8 +139,16 @@ class EmulatorServer:
     # ---- tasks
 
     def create_task(
-        self, video: str, prompt: str, model: str, options: dict[str, Any], callback_url: str | None
+        self,
+        video: str,
+        prompt: str,
+        model: str,
+        options: dict[str, Any],
+        callback_url: str | None,
+        *,
+        official: OfficialInputs | None = None,
     ) -> EmulatedTask:
+        """A paid submission (either route: ``official`` holds the official route's inputs)."""
         cfg = self.config
         number = self.task_counter
         self.task_counter += 1
@@ -159,14 +170,16 @@ class EmulatorServer:
             ready_at=ready,
             start_at=start,
             end_at=start + cfg.render_seconds,
+            official=official,
         )
         self.tasks[task.id] = task
+        self.route_submissions[task.route] += 1
         self.in_flight.submitted(task, now)
         if task.outcome == "success":
             self._spawn(self.render_jobs.run(task, self._render_settled))
         if callback_url and callback_url.lower().startswith(("http://", "https://")):
             self._spawn(self.callbacks.run(task))
-        log.debug("task %s created (placement %s, render %s)", task.id, placement, task.render_mode)
+        log.debug("%s task %s created (placement %s, render %s)", task.route, task.id, placement, task.render_mode)
         return task
 
     def _render_settled(self, task: EmulatedTask) -> None:

@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 PLACEMENTS: tuple[str, ...] = ("video_url", "result_url", "output", "inner_video_url")
 URL_PLACEMENTS: tuple[str, ...] = ("rotate", *PLACEMENTS, "none")
 RENDER_MODES: tuple[str, ...] = ("ffmpeg", "copy", "synthetic")
+#: How ``GET /runwayml/v1/tasks/{id}`` answers: Runway's bare task, or ``/runway/feed``'s envelope.
+OFFICIAL_TASK_SHAPES: tuple[str, ...] = ("bare", "envelope")
 FAULT_KINDS: tuple[str, ...] = (
     "429",
     "500",
@@ -139,7 +141,11 @@ class EmulatorConfig:
 
     ``link_ttl``: seconds a render's links (video, poster, last frame) keep working
     after the task succeeded, like a signed CDN URL; None = forever. Expired links
-    answer HTTP 403 with an S3-style XML error."""
+    answer HTTP 403 with an S3-style XML error.
+
+    ``official_task_shape``: the answer of ``GET /runwayml/v1/tasks/{id}``, "bare" (Runway's
+    task object) or "envelope" (the same body as ``POST /runway/feed``). Faults for the
+    "submit" and "feed" endpoints apply to both routes' submit and poll."""
 
     api_key: str | None = None
     require_version_header: bool = True
@@ -149,6 +155,7 @@ class EmulatorConfig:
     concurrency: int = 0
     url_placement: str = "rotate"
     render: str = "ffmpeg"
+    official_task_shape: str = "bare"
     render_workers: int = 2
     media_dir: str | None = None
     data_dir: str | None = None
@@ -205,6 +212,8 @@ class EmulatorConfig:
             self.url_placement = _choice(key, value, URL_PLACEMENTS)
         elif key == "render":
             self.render = _choice(key, value, RENDER_MODES)
+        elif key == "official_task_shape":
+            self.official_task_shape = _choice(key, value, OFFICIAL_TASK_SHAPES)
         elif key in ("media_dir", "data_dir"):
             setattr(self, key, _optional_path(key, value))
         elif key == "public_url":
@@ -234,6 +243,7 @@ class EmulatorConfig:
             "concurrency": self.concurrency,
             "url_placement": self.url_placement,
             "render": self.render,
+            "official_task_shape": self.official_task_shape,
             "render_workers": self.render_workers,
             "media_dir": self.media_dir,
             "data_dir": self.data_dir,

@@ -1,4 +1,4 @@
-"""A task's life: the status it shows at each moment, where its link sits, and what is in flight.
+"""A task's life: the status it shows at each moment and where its link sits (either route's answer).
 
 Each task is a timeline fixed at submission (offsets from its creation):
 ``task_not_exist`` until ``not_exist_at``, QUEUED until ``start_at`` (THROTTLED
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import heapq
 import time
 from typing import Any
 
+from comet_provider.testing.emulator.official import OfficialInputs, bare_task
 from comet_provider.testing.emulator.wire import dumps
 from comet_provider.testing.render import RenderError, RenderOutput
 
@@ -67,6 +67,7 @@ class EmulatedTask:
         "link_expired_mono",
         "model",
         "not_exist_at",
+        "official",
         "options",
         "outcome",
         "placement",
@@ -77,6 +78,7 @@ class EmulatedTask:
         "render_finished_mono",
         "render_finished_wall",
         "render_mode",
+        "route",
         "start_at",
         "video",
     )
@@ -97,8 +99,12 @@ class EmulatedTask:
         ready_at: float,
         start_at: float,
         end_at: float,
+        official: OfficialInputs | None = None,
     ) -> None:
         self.id = task_id
+        #: "pro" (``/runway/pro/video2video``) or "official" (``/runwayml/v1/video_to_video``, with ``official``).
+        self.route = "pro" if official is None else "official"
+        self.official = official
         self.prompt = prompt
         self.video = video
         self.model = model
@@ -232,12 +238,21 @@ class EmulatedTask:
             wrapper["last_frame"] = f"{base_url}/renders/{self.id}.last_frame.jpg"
         return wrapper
 
-    def feed_body(self, now: float, base_url: str, generation: int) -> bytes:
+    def render_url(self, base_url: str) -> str | None:
+        """Where a bare task's output points (None with url placement "none": a success without a URL)."""
+        return None if self.placement == "none" else f"{base_url}/renders/{self.id}.mp4"
+
+    def feed_body(self, now: float, base_url: str, generation: int, shape: str = "envelope") -> bytes:
+        """The poll answer: ``/runway/feed``'s envelope, or (``shape="bare"``) Runway's task object."""
         # Most polls repeat the previous answer: reuse its encoded bytes.
         status, inner_status, pct = self.state(now)
-        key = (generation, status, inner_status, pct, self.render is not None)
+        key = (generation, shape, status, inner_status, pct, self.render is not None)
         if key != self._cache_key:
-            payload = {"code": "success", "message": "", "data": self.wrapper(now, base_url)}
+            wrapper = self.wrapper(now, base_url)
+            if shape == "bare":
+                payload: dict[str, Any] = bare_task(wrapper, self.render_url(base_url))
+            else:
+                payload = {"code": "success", "message": "", "data": wrapper}
             self._cache_body = dumps(payload)
             self._cache_key = key
         return self._cache_body
@@ -250,54 +265,3 @@ class EmulatedTask:
         if self.outcome != "success":
             return "skipped"
         return "pending"
-
-
-class Slots:
-    """Runway-style throttling: a task waits (THROTTLED) for one of ``concurrency`` render slots."""
-
-    def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self._ends: list[float] = []
-
-    def start_offset(self, now: float, ready: float, render_seconds: float) -> float:
-        """Start (seconds after ``now``) of a task ready ``ready`` seconds after ``now``; books its slot."""
-        if self.concurrency <= 0:
-            return ready
-        ready_abs = now + ready
-        start = ready_abs if len(self._ends) < self.concurrency else max(ready_abs, heapq.heappop(self._ends))
-        heapq.heappush(self._ends, start + render_seconds)
-        return start - now
-
-
-class InFlight:
-    """Tasks submitted and not yet terminal, and the most there were at once.
-
-    The count only grows at a submission, so sampling it there gives the exact peak.
-    Tasks whose end is known sit in a heap of end times; the rest (renders still
-    running) are counted apart until their render finishes.
-    """
-
-    def __init__(self) -> None:
-        self._unsettled = 0
-        self._ends: list[float] = []
-        self.peak = 0
-
-    def submitted(self, task: EmulatedTask, now: float) -> None:
-        end = task.terminal_at()
-        if end is None:
-            self._unsettled += 1
-        else:
-            heapq.heappush(self._ends, end)
-        self.peak = max(self.peak, self.count(now))
-
-    def settled(self, task: EmulatedTask) -> None:
-        """The task's render finished (or failed): its end is known now."""
-        end = task.terminal_at()
-        if end is not None and self._unsettled > 0:
-            self._unsettled -= 1
-            heapq.heappush(self._ends, end)
-
-    def count(self, now: float) -> int:
-        while self._ends and self._ends[0] <= now:
-            heapq.heappop(self._ends)
-        return self._unsettled + len(self._ends)

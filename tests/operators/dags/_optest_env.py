@@ -16,3 +16,6 @@ LATE_VIDEO_URL = os.environ.get("OPTEST_LATE_VIDEO_URL", "http://127.0.0.1:9/med
 LATE_VIDEO_PATH = os.environ.get("OPTEST_LATE_VIDEO_PATH", "/nonexistent/late.mp4")
 SAMPLE_PATH = os.environ.get("OPTEST_SAMPLE_PATH", "/nonexistent/clip.mp4")
 OUT_DIR = os.environ.get("OPTEST_OUT_DIR", "/tmp/optest-out")
+#: A style image for the official route's `references`, as a local file and served by the emulator.
+REFERENCE_PATH = os.environ.get("OPTEST_REFERENCE_PATH", "/nonexistent/look.png")
+REFERENCE_URL = os.environ.get("OPTEST_REFERENCE_URL", "http://127.0.0.1:9/media/look.png")
