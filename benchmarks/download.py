@@ -8,6 +8,11 @@ download (imports, storage layer). Throughput is bytes / the download's own wall
 is the child's RSS above its level just before the call: sampled every 10 ms by a thread, and
 the kernel's ``ru_maxrss`` when the download raised it.
 
+Then (unless --no-s3, or moto/s3fs are missing) the same render stored into an S3 API served over
+real HTTP on loopback (moto's standalone server on core 1, reached through an ``aws`` connection
+and the amazon provider's s3fs): a multipart upload, with its peak RSS growth; S3 stores are
+written in place (no temporary object), so this is the path a production store takes.
+
 --quick: 256 MiB and 5 repeats (~15 s) instead of 1 GiB and 3; it says whether its repeats agreed
 closely enough to stand for a full run.
 
@@ -50,9 +55,10 @@ from comet_provider.hooks.comet import CometHook
 url, dest, warm_url = sys.argv[1], sys.argv[2], sys.argv[3]
 proc = psutil.Process()
 hook = CometHook()
-target = ObjectStoragePath("file://" + dest)
+place = dest if "://" in dest else "file://" + dest
+target = ObjectStoragePath(place)
 # Warm-up, not timed: a 1 MiB download first (lazy imports, the storage layer, the transport).
-warm = ObjectStoragePath("file://" + dest + ".warm")
+warm = ObjectStoragePath(place + ".warm")
 hook.download(warm_url, warm)
 warm.unlink()
 rss0 = proc.memory_info().rss
@@ -71,7 +77,8 @@ elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
 done.set(); t.join()
 ru1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 top = ru1 if ru1 > ru0 else peak[0]
-print(json.dumps({"s": elapsed, "cpu_s": cpu, "bytes": os.path.getsize(dest),
+stored = os.path.getsize(dest) if "://" not in dest else target.stat().st_size
+print(json.dumps({"s": elapsed, "cpu_s": cpu, "bytes": stored,
                   "reported": getattr(result, "size_bytes", None), "rss0": rss0,
                   "rss_growth": max(top, peak[0]) - rss0, "sampled_growth": peak[0] - rss0}))
 """
@@ -93,7 +100,7 @@ def run_curl(url: str, dest: Path) -> dict[str, Any]:
     return {"s": float(seconds), "cpu_s": cpu, "bytes": int(float(size))}
 
 
-def run_ours(url: str, dest: Path, env: dict[str, str], warm_url: str) -> dict[str, Any]:
+def run_ours(url: str, dest: Path | str, env: dict[str, str], warm_url: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, url, str(dest), warm_url],
         capture_output=True,
@@ -108,11 +115,44 @@ def run_ours(url: str, dest: Path, env: dict[str, str], warm_url: str) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+S3_CONN = "bench_s3"
+S3_BUCKET = "bench-renders"
+
+
+def run_s3(url: str, env: dict[str, str], warm_url: str, size: int) -> dict[str, Any] | None:
+    """One store of ``url`` into moto's S3 server over HTTP; None when moto or s3fs is missing."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("moto", "s3fs", "boto3")):
+        print("S3: skipped (moto[server], s3fs or boto3 not installed)")
+        return None
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # this process: core 1
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
+        ).create_bucket(Bucket=S3_BUCKET)
+        conn = {"conn_type": "aws", "login": "k", "password": "s", "extra": {"endpoint_url": endpoint}}
+        s3_env = {**env, f"AIRFLOW_CONN_{S3_CONN.upper()}": json.dumps(conn)}
+        run = run_ours(url, f"s3://{S3_CONN}@{S3_BUCKET}/render.mp4", s3_env, warm_url)
+        if run["bytes"] != size:
+            raise RuntimeError(f"S3: stored {run['bytes']} bytes, expected {size}")
+        return run
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_MIB} MiB, {QUICK_REPEAT} repeats")
     parser.add_argument("--size-mib", type=int, default=None, help=f"render size (default 1024; quick {QUICK_MIB})")
     parser.add_argument("--repeat", type=int, default=None, help=f"runs per client (default 3; quick {QUICK_REPEAT})")
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) store")
     parser.add_argument(
         "--dest-dir",
         default=None,
@@ -154,6 +194,7 @@ def main() -> None:
                 if ours_runs[-1]["bytes"] != size_mib * MIB:
                     raise RuntimeError(f"stored {ours_runs[-1]['bytes']} bytes, expected {size_mib * MIB}")
                 dest.unlink()
+            s3_run = None if args.no_s3 or args.quick else run_s3(url, env, warm_url, size_mib * MIB)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -163,6 +204,7 @@ def main() -> None:
     curl_tp = C.median([mib_s(r) for r in curl_runs]) or 0.0
     ours_tp = C.median([mib_s(r) for r in ours_runs]) or 0.0
     growth = max(r["rss_growth"] for r in ours_runs) / MIB
+    s3_growth = s3_run["rss_growth"] / MIB if s3_run else None
     print(
         f"Download of a {size_mib} MiB render from the emulator ({server.kind}) into {work.parent}, "
         f"{repeat} run(s) each"
@@ -183,6 +225,11 @@ def main() -> None:
                 cpu_per_gib(ours_runs),
                 growth,
             ],
+            *(
+                [["CometHook.download -> S3 (moto)", mib_s(s3_run), "1 run", cpu_per_gib([s3_run]), s3_growth]]
+                if s3_run
+                else []
+            ),
         ],
     )
     reasons = []
@@ -208,6 +255,9 @@ def main() -> None:
         "quick": bool(args.quick),
         "loadavg_1m": C.machine_info().get("loadavg_1m"),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "s3_mib_s": round(mib_s(s3_run), 1) if s3_run else None,
+        "s3_rss_growth_mib": round(s3_growth, 2) if s3_growth is not None else None,
+        "s3_cpu_s_per_gib": cpu_per_gib([s3_run]) if s3_run else None,
         "comparable_with_full": not reasons,
         "not_comparable_because": reasons,
     }
@@ -215,7 +265,8 @@ def main() -> None:
         (C.HERE / "results").mkdir(exist_ok=True)
         (C.HERE / "results" / "download.json").write_text(
             json.dumps(
-                {"machine": C.machine_info(), "figures": figures, "ours": ours_runs, "curl": curl_runs}, indent=1
+                {"machine": C.machine_info(), "figures": figures, "ours": ours_runs, "curl": curl_runs, "s3": s3_run},
+                indent=1,
             )
         )
     C.emit_json(figures)

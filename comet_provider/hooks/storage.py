@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 #: S3 has no rename (a copy and a delete, with the whole temporary object listed meanwhile),
 #: so these are never written through a temporary sibling.
 _ATOMIC_UPLOADS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
+#: Bytes an object-store writer buffers before it sends a part: what a store holds in memory
+#: (s3fs's default is 50 MiB). 8 MiB parts: S3's 10,000-part limit is then 80 GB a render.
+UPLOAD_PART_BYTES = 8 << 20
 
 __all__ = ["AtomicFile", "read_bytes", "resolve_destination", "stat_identity", "stat_size", "write_bytes_atomic"]
 
@@ -80,7 +83,7 @@ class AtomicFile:
             self._tmp = None if protocol in _ATOMIC_UPLOADS else self.target.parent / name
             # The filesystem's own writer (e.g. a multipart upload), not ObjectStoragePath.open's
             # wrapper, which would also record the temporary name as a lineage output.
-            self._file = self.target.fs.open((self._tmp or self.target).path, "wb")
+            self._file = self.target.fs.open((self._tmp or self.target).path, "wb", block_size=UPLOAD_PART_BYTES)
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)

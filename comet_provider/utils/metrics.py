@@ -17,6 +17,8 @@ name                                              type     what
 ``comet_provider.poll.errors``                    counter  a status poll failed and the wait went on
 ``comet_provider.render.duration``                timer    submission to the poll that saw the render end
 ``comet_provider.render.time_to_first_progress``  timer    submission to the first poll that saw progress
+                                                           after one at 0% (none when the first poll already
+                                                           saw progress: when it began is unknown)
 ``comet_provider.download.duration``              timer    one render download, retries included
 ``comet_provider.download.bytes``                 counter  bytes of renders stored
 ``comet_provider.download.throughput``            gauge    bytes per second of the last render download
