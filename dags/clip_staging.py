@@ -1,5 +1,9 @@
 """Cut a source video into clips and stage them where the API fetches them; keep them when unchanged.
 
+A staged clip's ``location`` is what the restyle task is handed: its public URL through
+``public_url_template``, else its place under ``staging_root`` (object storage: the
+provider sends Runway a signed URL; a local file, official route only: a ``data:`` URI).
+
 Staging a clip again changes what the API's HEAD request sees (a new ETag / Last-Modified),
 and the provider then counts every render stored for that clip as made from other inputs,
 to be paid for again. So the clips staged earlier from the same source file, with the same
@@ -7,7 +11,7 @@ settings, are kept as they are; a new source behind the same path (a re-delivere
 other clip settings, replace them.
 
 What was staged is recorded in ``<storage_root>/clips/YYYY-MM-DD/<video>.json``, not under
-``staging_root``, which is public. Called by the media pipeline's ``split_into_clips`` task.
+``staging_root``, which may be public. Called by the media pipeline's ``split_into_clips`` task.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ STAGING_SETTINGS = ("clip_seconds", "min_clip_seconds", "max_width", "public_url
 
 
 def stage_video(cfg: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
-    """``video`` plus its ``info``, ``clip_format`` and staged ``clips`` (name, start, duration, url)."""
+    """``video`` plus its ``info``, ``clip_format`` and staged ``clips`` (name, start, duration, location)."""
     from airflow.sdk import ObjectStoragePath
     from media_utils import remove_storage_prefix, storage_identity
 
@@ -33,13 +37,18 @@ def stage_video(cfg: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
     source = ObjectStoragePath(video["source"])
     index = ObjectStoragePath(cfg["storage_root"]) / "clips" / date / f"{video_id}.json"
     made_from = {"source": video["source"], "identity": storage_identity(source)}
-    made_from = json.loads(json.dumps({**made_from, **{k: cfg[k] for k in STAGING_SETTINGS}}))
+    made_from.update({k: cfg[k] for k in STAGING_SETTINGS})
+    if not cfg["public_url_template"]:  # the clips' locations are then under staging_root itself
+        made_from["staging_root"] = cfg["staging_root"]
+    made_from = json.loads(json.dumps(made_from))
     earlier = json.loads(index.read_text()) if index.exists() else {}
     if earlier.get("made_from") == made_from and all(
         (staging / f"{clip['name']}.mp4").exists() for clip in earlier["video"]["clips"]
     ):
         print(f"{video_id}: its {len(earlier['video']['clips'])} clip(s) are staged already, kept as they are")
-        return {**video, **earlier["video"]}
+        # records written before clips could be handed over as storage locations call it "url"
+        clips = [{**clip, "location": clip.get("location") or clip["url"]} for clip in earlier["video"]["clips"]]
+        return {**video, **earlier["video"], "clips": clips}
     # the record goes first, so a staging cut short is never taken for a complete one
     if index.exists():
         index.unlink()
@@ -67,6 +76,7 @@ def _split_and_upload(cfg: dict[str, Any], video: dict[str, Any], source: Any) -
             max_width=cfg["max_width"],
         )
         staged = []
+        template = cfg["public_url_template"]
         for clip in clips:
             key = f"{date}/{video_id}/{clip.path.name}"
             upload_to_storage(clip.path, ObjectStoragePath(cfg["staging_root"]) / key)
@@ -76,7 +86,7 @@ def _split_and_upload(cfg: dict[str, Any], video: dict[str, Any], source: Any) -
                     "name": clip.path.stem,
                     "start": clip.start,
                     "duration": clip.duration,
-                    "url": cfg["public_url_template"].format(key=key),
+                    "location": template.format(key=key) if template else f"{cfg['staging_root']}/{key}",
                 }
             )
         clip_info = probe_video(clips[0].path)

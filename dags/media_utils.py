@@ -1,9 +1,9 @@
-"""Media helpers for the example Runway pipelines: probe, split, stitch, frames, contact sheets.
+"""Media helpers for the example Runway pipelines: probe, split, stitch, frames, storage.
 
 Plain functions on local files, driven by an ``ffmpeg`` executable, so they can be unit-tested
 without Airflow. The DAGs import this module *inside* their task functions; it stays cheap
-to import anyway (standard library only at module level, Pillow is imported by the one
-function that draws).
+to import anyway (standard library only at module level). The contact sheet, drawn with
+Pillow, is in ``contact_sheet.py``.
 
 ffmpeg is looked up in this order: the ``FFMPEG_BINARY`` environment variable, ``ffmpeg`` on
 ``PATH``, then the binary shipped in the ``imageio-ffmpeg`` wheel (installed with
@@ -37,11 +37,11 @@ __all__ = [
     "Clip",
     "MediaError",
     "VideoInfo",
-    "build_contact_sheet",
     "download_from_storage",
     "extract_frame",
     "ffmpeg_exe",
     "frame_difference",
+    "frame_png",
     "plan_clips",
     "probe_video",
     "read_frame",
@@ -324,68 +324,14 @@ def frame_difference(video_a: PathLike, video_b: PathLike, at: float, at_b: floa
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
 
 
-def _frame_png(video: PathLike, at: float, width: int) -> bytes:
+def frame_png(video: PathLike, at: float, width: int, duration: float | None = None) -> bytes:
+    """The frame at ``at`` seconds as PNG bytes, ``width`` wide (kept clear of the end of ``duration``)."""
+    at = at if duration is None else _clamp_time(at, duration)
     seek = ["-ss", f"{max(at, 0.0):.3f}", "-i", str(video), "-frames:v", "1"]
     proc = _run_ffmpeg([*seek, "-vf", f"scale={width}:-2", "-f", "image2pipe", "-c:v", "png", "-"])
     if not proc.stdout:
         raise MediaError(f"no frame at {at:.3f}s in {video}")
     return proc.stdout
-
-
-def build_contact_sheet(
-    rows: Sequence[tuple[str, PathLike]],
-    dest: PathLike,
-    *,
-    columns: int = 4,
-    thumb_width: int = 240,
-    title: str | None = None,
-) -> Path:
-    """Draw a PNG grid: one row per ``(label, video)``, ``columns`` frames per row.
-
-    Every row is sampled at the same instants (spread over the first video), so the first
-    row (typically the original) lines up with each restyled version below it.
-    Needs Pillow.
-    """
-    import io
-
-    from PIL import Image, ImageDraw, ImageFont
-
-    if not rows:
-        raise ValueError("no rows for the contact sheet")
-    reference = probe_video(rows[0][1])
-    times = sample_times(reference.duration, columns)
-    font = ImageFont.load_default(size=16)
-    small = ImageFont.load_default(size=12)
-    thumbs: list[list[Image.Image]] = []
-    for _label, video in rows:
-        duration = probe_video(video).duration
-        row = []
-        for at in times:
-            data = _frame_png(video, _clamp_time(at, duration), thumb_width)
-            with Image.open(io.BytesIO(data)) as img:
-                row.append(img.convert("RGB"))
-        thumbs.append(row)
-    thumb_h = max(img.height for row in thumbs for img in row)
-    gap, label_w, header_h = 8, 150, 28
-    title_h = 36 if title else 0
-    width = label_w + columns * (thumb_width + gap) + gap
-    height = title_h + header_h + len(rows) * (thumb_h + gap) + gap
-    sheet = Image.new("RGB", (width, height), (24, 24, 28))
-    draw = ImageDraw.Draw(sheet)
-    if title:
-        draw.text((gap, 8), title, fill=(240, 240, 240), font=font)
-    for c, at in enumerate(times):
-        x = label_w + gap + c * (thumb_width + gap)
-        draw.text((x, title_h + 6), f"t = {at:.1f} s", fill=(170, 170, 180), font=small)
-    for r, ((label, _video), row) in enumerate(zip(rows, thumbs, strict=True)):
-        y = title_h + header_h + r * (thumb_h + gap)
-        draw.text((gap, y + thumb_h // 2 - 8), label[:18], fill=(240, 240, 240), font=font)
-        for c, img in enumerate(row):
-            sheet.paste(img, (label_w + gap + c * (thumb_width + gap), y))
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(dest, format="PNG")
-    return dest
 
 
 # ----------------------------------------------------------------------------------------- storage

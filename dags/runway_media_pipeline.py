@@ -11,9 +11,8 @@ them back together, and publish them with a contact sheet for people to review.
 2. `find_source_videos` - list `<storage_root>/incoming/YYYY-MM-DD/*.mp4` (also `.mov`,
    `.m4v`, `.webm`, `.mkv`). No videos: the run is skipped, not failed.
 3. `split_into_clips` (mapped per video) - probe it and cut it into clips of
-   `clip_seconds` with ffmpeg, written under `<staging_root>/YYYY-MM-DD/<video>/` where
-   the API can fetch them through `public_url_template` (kept as they are when the same
-   source was already staged with the same settings).
+   `clip_seconds` with ffmpeg, staged under `<staging_root>/YYYY-MM-DD/<video>/` (kept as
+   they are when the same source was already staged with the same settings).
 4. `plan_renders`, `spend_plan` - one render per clip and style; before anything is
    submitted, the spend plan counts the renders to submit (and their seconds of video) and
    those reused from storage. Over `max_renders_per_run` the run fails here; over
@@ -26,7 +25,8 @@ them back together, and publish them with a contact sheet for people to review.
 6. `stitch_style` (mapped per video and style) - join the clips back into
    `<storage_root>/published/YYYY-MM-DD/<video>/<style>.mp4` (with the original
    soundtrack) and a poster frame `<style>.png`.
-7. `contact_sheets` - a PNG grid per video, original vs each style, at the same instants.
+7. `contact_sheets` - a PNG grid per video, original vs each style, at the same instants
+   (a style matched to a reference image shows that image beside its row's label).
 8. `publish` - write `published/YYYY-MM-DD/manifest.json` (with the spend plan and, per
    render, whether it was submitted, resumed or reused) and emit the Asset
    `comet_runway_restyled_videos` (the QC DAG `runway_render_qc` is scheduled on it).
@@ -47,12 +47,16 @@ the keys below, overridable per run through the params `styles`, `clip_seconds`,
 - `storage_root` (default `file://$AIRFLOW_HOME/runway-media`): any `ObjectStoragePath`
   URI; `s3://aws_default@bucket/prefix` picks the connection.
 - `staging_root` (default `<storage_root>/staging`): where clips are staged for the API.
-- `public_url_template` (**required**): the URL the API fetches a staged file from, with
-  `{key}` for its path under `staging_root`, e.g. `https://cdn.example.com/staging/{key}`.
-- `styles` (pixel art, pencil sketch, neon): `{"name": "prompt", ...}`.
+  On object storage (`s3://...`) the provider hands Runway signed URLs of them; local
+  clips reach the official route (`gen4_aleph`) as `data:` URIs, the gen4 route not at all.
+- `public_url_template` (optional): a public URL to hand the API instead, with `{key}` for
+  a clip's path under `staging_root`, e.g. `https://cdn.example.com/staging/{key}`.
+- `styles` (pixel art, pencil sketch, neon): `{"name": "prompt", ...}`; a style may also be
+  `{"prompt", "model", "references", "seed", "ratio", ...}` (the operator's arguments), e.g.
+  `{"model": "gen4_aleph", "references": ["s3://.../look.png"]}` to match a reference image.
 - `clip_seconds` (`5`), `min_clip_seconds` (`1`), `max_width` (`1280`): the clips sent to
   the API (a tail shorter than the minimum joins the last clip; wider sources are scaled down).
-- `model` (`gen4`), `structure_transformation` (`0.5`), `comet_conn_id` (`comet_default`),
+- `model` (`gen4`), `structure_transformation` (`0.5`, gen4 route only), `comet_conn_id`,
   `poll_interval` (`10`), `render_timeout_seconds` (`1800`): passed to each render.
 - `notify_conn_id` (`runway_notify`), `notify_endpoint` (`""`): where `notify` POSTs;
   `keep_audio` (`true`): put the source's soundtrack under the stitched videos.
@@ -100,6 +104,14 @@ RESTYLE_LABEL = (
 )
 
 
+# What the manifest tells about each style: its prompt, model and (when it has them) reference images.
+STYLE_INFO = ("prompt", "model", "references")
+
+
+def _style_info(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs[k] for k in STYLE_INFO if k in kwargs}
+
+
 def _limit_param(description: str) -> Param:
     return Param(None, type=["null", "integer"], minimum=0, description=description)
 
@@ -123,7 +135,8 @@ def _limit_param(description: str) -> Param:
         "styles": Param(
             None,
             type=["null", "object"],
-            description='Styles for this run, {"name": "prompt"}; empty = the configured ones.',
+            description='Styles for this run, {"name": "prompt" or {"prompt", "model", "references", ...}}; '
+            "empty = the configured ones.",
         ),
         "clip_seconds": Param(None, type=["null", "number"], minimum=1, description="Clip length for this run."),
         "max_renders_per_run": _limit_param("Fail the run before submitting if it would submit more renders."),
@@ -196,21 +209,13 @@ def runway_media_pipeline() -> None:
     @task
     def plan_renders(cfg: dict[str, Any], videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One RunwayVideo2VideoOperator call per clip and style (its keyword arguments)."""
+        from pipeline_settings import render_kwargs
+
         renders = cfg["storage_root"] + "/renders/" + cfg["date"]
         return [
-            {
-                "video": clip["url"],
-                "prompt": prompt,
-                "model": cfg["model"],
-                "structure_transformation": cfg["structure_transformation"],
-                "force_render": cfg["force_render"],
-                "comet_conn_id": cfg["comet_conn_id"],
-                "poll_interval": cfg["poll_interval"],
-                "timeout": cfg["render_timeout_seconds"],
-                "output_path": f"{renders}/{video['video_id']}/{style}/{clip['name']}.mp4",
-            }
+            render_kwargs(cfg, style, clip["location"], f"{renders}/{video['video_id']}/{style}/{clip['name']}.mp4")
             for video in videos
-            for style, prompt in cfg["styles"].items()
+            for style in cfg["styles"]
             for clip in video["clips"]
         ]
 
@@ -257,7 +262,7 @@ def runway_media_pipeline() -> None:
             video_id, style, clip = render_labels(kwargs["output_path"])
             group = groups.setdefault(
                 (video_id, style),
-                {"video_id": video_id, "style": style, "prompt": kwargs["prompt"], "clips": [], "renders": []},
+                {"video_id": video_id, "style": style, **_style_info(kwargs), "clips": [], "renders": []},
             )
             group["clips"].append(result.get("output_path") or kwargs["output_path"])
             runway_id = result.get("runway_task_id") or result.get("task_id")
@@ -307,9 +312,7 @@ def runway_media_pipeline() -> None:
             f"{group['video_id']} / {group['style']}: {len(local_clips)} clip(s) -> {video_uri} ({info.duration:.1f} s)"
         )
         return {
-            "video_id": group["video_id"],
-            "style": group["style"],
-            "prompt": group["prompt"],
+            **{k: group[k] for k in ("video_id", "style", *STYLE_INFO) if k in group},
             "video": str(video_uri),
             "poster": str(poster_uri),
             "duration": info.duration,
@@ -321,26 +324,13 @@ def runway_media_pipeline() -> None:
     def contact_sheets(
         cfg: dict[str, Any], videos: list[dict[str, Any]], stitched: list[dict[str, Any]]
     ) -> dict[str, str]:
-        """A PNG per video: the original, then each style, sampled at the same instants."""
-        from airflow.sdk import ObjectStoragePath
-        from media_utils import build_contact_sheet, download_from_storage, scratch_dir, upload_to_storage
+        """A PNG per video: the original, then each style (with its reference image), at the same instants."""
+        from contact_sheet import publish_contact_sheet
 
-        sheets: dict[str, str] = {}
-        for video in videos:
-            outputs = [s for s in stitched if s["video_id"] == video["video_id"]]
-            with scratch_dir() as tmp:
-                rows = [("original", download_from_storage(ObjectStoragePath(video["source"]), tmp + "/src"))]
-                rows += [
-                    (s["style"], download_from_storage(ObjectStoragePath(s["video"]), tmp + "/styled")) for s in outputs
-                ]
-                sheet = build_contact_sheet(
-                    rows,
-                    os.path.join(tmp, "contact-sheet.png"),
-                    title=f"{video['video_id']} - {cfg['date']} - Runway restyles",
-                )
-                dest = ObjectStoragePath(cfg["storage_root"]) / "published" / cfg["date"] / video["video_id"]
-                sheets[video["video_id"]] = str(upload_to_storage(sheet, dest / sheet.name))
-        return sheets
+        return {
+            v["video_id"]: publish_contact_sheet(cfg, v, [s for s in stitched if s["video_id"] == v["video_id"]])
+            for v in videos
+        }
 
     @task(outlets=[RESTYLED_VIDEOS])
     def publish(
@@ -356,7 +346,7 @@ def runway_media_pipeline() -> None:
         from airflow.sdk import ObjectStoragePath
         from spend_plan import outcome_totals
 
-        outputs = ("video", "poster", "duration", "prompt", "runway_ids", "renders")
+        outputs = ("video", "poster", "duration", *STYLE_INFO, "runway_ids", "renders")
         renders = outcome_totals(r["decision"] for s in stitched for r in s["renders"])
         manifest = {
             "date": cfg["date"],
@@ -373,7 +363,9 @@ def runway_media_pipeline() -> None:
                     "clips": len(v["clips"]),
                     "contact_sheet": sheets.get(v["video_id"]),
                     "styles": {
-                        s["style"]: {k: s[k] for k in outputs} for s in stitched if s["video_id"] == v["video_id"]
+                        s["style"]: {k: s[k] for k in outputs if k in s}
+                        for s in stitched
+                        if s["video_id"] == v["video_id"]
                     },
                 }
                 for v in videos

@@ -2,7 +2,9 @@
 
 For each render of the run (the keyword arguments the mapped ``restyle`` task gets), the
 provider's own decision (:func:`comet_provider.utils.pay_once.preview_render`, the one the
-operator applies) says whether it would be submitted, resumed or reused from storage. The
+operator applies) says whether it would be submitted, resumed or reused from storage; it
+gets every argument of the request, a style's own included (``model``, ``references``,
+``seed``, ``ratio``... for the official route): the very request the task will send. The
 plan counts them, adds up the seconds of video the submitted ones cover, and checks the
 run's limits: over ``max_renders_per_run`` the run fails, over ``approval_over_renders``
 it waits for a person's approval.

@@ -7,8 +7,10 @@ On a machine with nothing but this repo installed (``pip install -e .[dev]``), i
    so it is split into several clips) in ``.demo/storage/incoming/<day>/``;
 3. starts the local CometAPI emulator (it renders real restyles with ffmpeg, and serves the
    staged clips at ``/media/...``), creates the ``runway`` pool and the connections;
-4. runs ``runway_media_pipeline`` with ``airflow dags test`` (its spend plan: 9 renders to
-   submit, under the approval threshold), then ``runway_render_qc``;
+4. draws a reference style image into ``.demo/storage/references/`` and runs
+   ``runway_media_pipeline`` with ``airflow dags test`` in the 3 gen4 styles plus one that
+   matches that image through ``gen4_aleph`` (:func:`reference_style`; its spend plan: 12
+   renders to submit, under the approval threshold), then ``runway_render_qc``;
 5. prints where the stitched videos, posters, contact sheet and QC report are, and the wall time.
 
 No network beyond loopback, no API key. The functions here are also what the end-to-end
@@ -56,6 +58,9 @@ DEMO_STYLES = {
     "pencil-sketch": "hand-drawn pencil sketch, crisp edges on paper",
     "neon": "neon cyberpunk glow, saturated night colors",
 }
+
+# The example of a style matched to a reference image (official route): see reference_style().
+REFERENCE_STYLE = "sunset-match"
 
 
 @dataclass
@@ -162,6 +167,30 @@ def sample_video(path: Path, seconds: float = 10.0) -> Path:
     return make_sample_video(path, seconds=seconds, size="320x240", rate=24, tone=True)
 
 
+def reference_style(sandbox: Sandbox) -> dict[str, Any]:
+    """The example reference style: a sunset-coloured style image drawn into storage, and a
+    ``gen4_aleph`` style entry restyling to match it (the file reaches Runway as a ``data:`` URI)."""
+    from PIL import Image, ImageDraw
+
+    image = sandbox.storage / "references" / "sunset.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.new("RGB", (320, 240))
+    draw = ImageDraw.Draw(picture)
+    for y in range(240):  # deep orange at the top to magenta at the bottom, a yellow sun
+        t = y / 239
+        draw.line([(0, y), (319, y)], fill=(round(250 - 90 * t), round(120 - 90 * t), round(40 + 100 * t)))
+    draw.ellipse((120, 60, 200, 140), fill=(255, 210, 80))
+    picture.save(image)
+    entry = {
+        "prompt": "repaint the scene in the colours and mood of the reference picture",
+        "model": "gen4_aleph",
+        "references": ["file://" + str(image)],
+        "seed": 42,
+        "ratio": "1104:832",  # Runway's output ratio nearest the sample's 4:3
+    }
+    return {REFERENCE_STYLE: entry}
+
+
 def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
@@ -186,8 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert sandbox.emulator is not None
         source = sample_video(sandbox.incoming() / "city-walk.mp4", seconds=args.seconds)
         say(f"Sample video {source} ({args.seconds:g} s); emulator at {sandbox.emulator.url}")
+        styles = {**DEMO_STYLES, **reference_style(sandbox)}
         say(f"airflow dags test {PIPELINE_DAG} {DEMO_LOGICAL_DATE}  (processes incoming/{DEMO_DAY}/) ...")
-        run = sandbox.dags_test(PIPELINE_DAG, DEMO_LOGICAL_DATE)
+        run = sandbox.dags_test(PIPELINE_DAG, DEMO_LOGICAL_DATE, conf={"styles": styles})
         if not run.ok:
             print(run.tail(), file=sys.stderr)
             say(f"{PIPELINE_DAG} FAILED after {run.seconds:.0f} s; full log: {run.log_path}")

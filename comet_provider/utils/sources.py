@@ -248,6 +248,15 @@ def _sign(source: Source, expires_in: float) -> str:
         raise CometValidationError(
             source.field, f"{shown!r}: its filesystem signs no http(s) URL, so Runway cannot fetch it; {_STAGE_HINT}"
         )
+    query = urlsplit(signed).query
+    if "AWSAccessKeyId=" in query and "X-Amz-Signature=" not in query:
+        # botocore presigns S3 with SigV2 unless told otherwise; AWS regions opened since 2014 and
+        # buckets created since 2020 refuse it, so Runway's fetch would fail later, far from here.
+        logging.getLogger(__name__).warning(
+            "%s was signed with AWS SigV2, which many regions and newer buckets refuse: add "
+            '{"config_kwargs": {"signature_version": "s3v4"}} to the extra of its aws connection.',
+            shown,
+        )
     return signed
 
 

@@ -15,7 +15,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "dags"
-HELPER_MODULES = ("media_utils.py", "clip_staging.py", "pipeline_settings.py", "spend_plan.py")
+HELPER_MODULES = ("media_utils.py", "clip_staging.py", "contact_sheet.py", "pipeline_settings.py", "spend_plan.py")
 DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if p.name not in HELPER_MODULES)
 EXPECTED_DAGS = {"runway_restyle_minimal", "runway_media_pipeline", "runway_render_qc"}
 ASSET_NAME = "comet_runway_restyled_videos"

@@ -1,4 +1,4 @@
-"""Unit tests of dags/media_utils.py on real videos made with ffmpeg."""
+"""Unit tests of dags/media_utils.py and dags/contact_sheet.py on real videos made with ffmpeg."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import struct
 from pathlib import Path
 
+import contact_sheet as cs
 import media_utils as mu
 import pytest
 
@@ -162,7 +163,7 @@ def test_frame_difference_measures_change_and_motion(sample_video: Path, tmp_pat
 def test_build_contact_sheet(sample_video: Path, tmp_path: Path) -> None:
     negative = _restyle(sample_video, tmp_path / "neg.mp4", "negate")
     small = _restyle(sample_video, tmp_path / "small.mp4", "edgedetect", size="160:120")
-    sheet = mu.build_contact_sheet(
+    sheet = cs.build_contact_sheet(
         [("original", sample_video), ("negative", negative), ("edges", small)],
         tmp_path / "sheets" / "sheet.png",
         columns=3,
@@ -177,7 +178,25 @@ def test_build_contact_sheet(sample_video: Path, tmp_path: Path) -> None:
     with Image.open(sheet) as img:
         img.verify()
     with pytest.raises(ValueError):
-        mu.build_contact_sheet([], tmp_path / "empty.png")
+        cs.build_contact_sheet([], tmp_path / "empty.png")
+
+
+def test_a_reference_style_row_shows_its_reference_image(sample_video: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    reference = tmp_path / "look.png"
+    Image.new("RGB", (300, 200), (250, 40, 200)).save(reference)
+    tinted = _restyle(sample_video, tmp_path / "tinted.mp4", "colorchannelmixer=rr=1:gg=0.3:bb=0.8")
+    rows = [cs.SheetRow("original", sample_video), cs.SheetRow("look", tinted, reference)]
+    sheet = cs.build_contact_sheet(rows, tmp_path / "sheet.png", columns=2, thumb_width=200)
+    with Image.open(sheet) as img:
+        assert img.size == (150 + 2 * (200 + 8) + 8, 28 + 2 * (150 + 8) + 8)
+        rgb = img.convert("RGB")
+        # under the label of row 2: the reference thumbnail (134 wide, scaled to keep its shape)
+        row_y = 28 + 150 + 8
+        assert rgb.getpixel((8 + 60, row_y + 36 + 40)) == (250, 40, 200)
+        # row 1 (no reference) has only its label there
+        assert rgb.getpixel((8 + 60, 28 + 36 + 40)) != (250, 40, 200)
 
 
 # ----------------------------------------------------------------------------------------- storage

@@ -345,7 +345,8 @@ def test_rerunning_a_day_replaces_its_files(e2e: SimpleNamespace) -> None:
     assert len(list(sandbox.storage.glob("published/*/manifest.json"))) == 1
     assert mu.probe_video(sandbox.published() / "city-walk" / "neon.mp4").duration == pytest.approx(10.0, abs=0.3)
     assert sandbox.emulator.stats(tasks=False)["submissions"] == before + 2
-    assert manifest["renders"]["submit"] == 2  # new clips: new inputs
+    # new clips: new inputs, none reused (a try that lost its download resumes: "resume", still paid once)
+    assert manifest["renders"]["reuse_stored"] == 0 and manifest["renders"]["renders"] == 2
     events = sandbox.asset_events()
     assert len(events) == events_before + 1 and events[-1]["extra"]["date"] == demo.DEMO_DAY
 
@@ -366,3 +367,72 @@ def test_the_runway_pool_counts_deferred_renders(e2e: SimpleNamespace) -> None:
         "SELECT slots, include_deferred FROM slot_pool WHERE pool = ?", e2e.demo.POOL
     )
     assert slots == 3 and include_deferred
+
+
+def _mean_rgb(pixels: bytes) -> tuple[float, float, float]:
+    count = len(pixels) // 3
+    return (sum(pixels[0::3]) / count, sum(pixels[1::3]) / count, sum(pixels[2::3]) / count)
+
+
+def _distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return float(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5)
+
+
+def test_a_reference_style_restyles_through_gen4_aleph_beside_the_gen4_styles(e2e: SimpleNamespace) -> None:
+    """The demo's run: the 3 gen4 styles and one matched to a reference image (official route, data: URI)."""
+    import base64
+
+    from PIL import Image
+
+    demo, sandbox = e2e.demo, e2e.sandbox
+    styles = {**demo.DEMO_STYLES, **demo.reference_style(sandbox)}
+    entry, name = styles[demo.REFERENCE_STYLE], demo.REFERENCE_STYLE
+    image = Path(entry["references"][0].removeprefix("file://"))
+    known = set(sandbox.emulator.stats()["tasks"])
+    run = sandbox.dags_test(demo.PIPELINE_DAG, demo.DEMO_LOGICAL_DATE, conf={"styles": styles}, log_name="reference")
+    assert run.ok, run.tail()
+    states = sandbox.airflow.task_states(demo.PIPELINE_DAG)
+    assert states["restyle"] == ["success"] * 12 and states["stitch_style"] == ["success"] * 4
+    plan = _xcom(sandbox, "spend_plan")
+    assert plan["totals"]["renders"] == 12
+    assert [r["decision"] for r in plan["renders"] if r["style"] == name] == ["submit"] * 3
+    paid_once = {"submit", "resume"}  # a try that lost its download resumes the render it paid for
+    # Runway got each clip's public URL, the reference as a data: URI of the image, the seed and ratio
+    new = [t for task_id, t in sandbox.emulator.stats()["tasks"].items() if task_id not in known]
+    official = sorted((t for t in new if t["route"] == "official"), key=lambda t: t["video"])
+    payload = base64.b64encode(image.read_bytes())
+    reference_id = "data:image/png;sha256=" + hashlib.sha256(payload).hexdigest()[:16]
+    assert [t["video"].rsplit("/media/", 1)[1] for t in official] == [
+        f"2025-06-01/city-walk/clip_00{i}.mp4" for i in range(3)
+    ]
+    assert all((t["model"], t["seed"], t["ratio"]) == ("gen4_aleph", 42, "1104:832") for t in official)
+    assert all(t["references"] == [reference_id] and t["render"] == "done" for t in official)
+    assert {t["model"] for t in new if t["route"] == "pro"} <= {"gen4"}
+    # stitched, in the manifest as a reference style, beside the gen4 styles
+    manifest = json.loads((sandbox.published() / "manifest.json").read_text())
+    outputs = manifest["videos"][0]["styles"]
+    assert list(outputs) == [*STYLES, name]
+    assert {k: outputs[name][k] for k in ("prompt", "model", "references")} == {
+        k: entry[k] for k in ("prompt", "model", "references")
+    }
+    assert outputs["neon"]["model"] == "gen4" and "references" not in outputs["neon"]
+    assert {r["decision"] for r in outputs[name]["renders"]} <= paid_once and len(outputs[name]["renders"]) == 3
+    stitched = sandbox.published() / "city-walk" / f"{name}.mp4"
+    info = mu.probe_video(stitched)
+    assert info.duration == pytest.approx(10.0, abs=0.3) and (info.width, info.height) == (320, 240)
+    assert info.has_audio
+    with Image.open(image) as img:
+        reference_mean = _mean_rgb(img.convert("RGB").resize((160, 120)).tobytes())
+    for at in (1.0, 5.0, 9.0):  # every clip in the reference's colours, unlike the source
+        restyled = _mean_rgb(mu.read_frame(stitched, at))
+        source = _mean_rgb(mu.read_frame(e2e.source, at))
+        assert _distance(restyled, reference_mean) < 0.5 * _distance(source, reference_mean), at
+    # the contact sheet: one more row, labelled by style, with the reference image under its label
+    sheet = sandbox.published() / "city-walk" / "contact-sheet.png"
+    with Image.open(sheet) as img:
+        assert img.size == (150 + 4 * 248 + 8, 36 + 28 + 5 * 188 + 8)
+        row_y = 36 + 28 + 4 * 188
+        thumb = img.convert("RGB").crop((8, row_y + 36, 8 + 134, row_y + 36 + 100))
+        assert _distance(_mean_rgb(thumb.resize((160, 120)).tobytes()), reference_mean) < 12
+    qc = sandbox.dags_test(demo.QC_DAG, log_name="reference-qc")
+    assert qc.ok, qc.tail()

@@ -237,7 +237,7 @@ def test_clips_of_an_unchanged_source_are_kept_a_new_source_restaged(sample_vide
 
     first = clip_staging.stage_video(cfg, video)
     assert [c["name"] for c in first["clips"]] == ["clip_000", "clip_001", "clip_002"]
-    assert first["clips"][1]["url"] == "https://cdn.example.com/2025-06-01/city-walk/clip_001.mp4"
+    assert first["clips"][1]["location"] == "https://cdn.example.com/2025-06-01/city-walk/clip_001.mp4"
     stamps = {p.name: p.stat().st_mtime_ns for p in staged_dir.iterdir()}
 
     assert clip_staging.stage_video(cfg, video) == first  # same source, same settings

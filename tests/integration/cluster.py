@@ -294,6 +294,8 @@ class Component:
     job_id: int | None = None
     #: job ids that existed before this component started (to tell its own job row apart)
     known_jobs: set[int] = field(default_factory=set)
+    #: arguments after the kind's own (e.g. a Celery worker's hostname), reused by ``restart``
+    args: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -308,6 +310,8 @@ COMPONENT_ARGS: dict[str, list[str]] = {
     "scheduler": ["scheduler", "--skip-serve-logs"],
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
+    # CeleryExecutor clusters only (executor and broker in ``extra_env``); no log server port each.
+    "celery-worker": ["celery", "worker", "--skip-serve-logs", "--without-mingle", "--without-gossip"],
 }
 WORKER_TITLE = "airflow worker -- LocalExecutor:"
 JOB_TYPES = {"scheduler": "SchedulerJob", "triggerer": "TriggererJob", "dag-processor": "DagProcessorJob"}
@@ -479,8 +483,8 @@ class AirflowCluster:
             raise ClusterError(f"airflow {' '.join(args)} failed ({proc.returncode}):\n{output[-3000:]}")
         return output
 
-    def start_component(self, kind: str, name: str | None = None) -> Component:
-        """Start one component (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``)."""
+    def start_component(self, kind: str, name: str | None = None, *, args: Sequence[str] = ()) -> Component:
+        """Start one component (a kind of :data:`COMPONENT_ARGS`), ``args`` appended to its command."""
         name = name or kind
         if name in self.components and self.components[name].alive():
             raise ClusterError(f"{name} is already running")
@@ -489,7 +493,7 @@ class AirflowCluster:
             out.write(f"\n===== {dt.datetime.now().isoformat()} starting {name} =====\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                [AIRFLOW_BIN, *COMPONENT_ARGS[kind]],
+                [AIRFLOW_BIN, *COMPONENT_ARGS[kind], *args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -497,7 +501,7 @@ class AirflowCluster:
                 cwd=self.work_dir,
                 start_new_session=True,
             )
-        comp = Component(name=name, kind=kind, proc=proc, log_path=log_path)
+        comp = Component(name=name, kind=kind, proc=proc, log_path=log_path, args=list(args))
         self.components[name] = comp
         return comp
 
@@ -512,6 +516,17 @@ class AirflowCluster:
         if wait:
             self.wait_job(comp, before, timeout=timeout)
         return comp
+
+    def start_celery_worker(self, name: str | None = None, *, concurrency: int = 2) -> Component:
+        """Start ``airflow celery worker`` with its own Celery hostname (``name``) and ``concurrency``.
+
+        Needs ``AIRFLOW__CORE__EXECUTOR=CeleryExecutor`` and ``AIRFLOW__CELERY__BROKER_URL`` in ``extra_env``.
+        """
+        if name is None:
+            name = next(n for n in (f"celery-worker-{i}" for i in range(1, 100)) if n not in self.components)
+        return self.start_component(
+            "celery-worker", name, args=["--celery-hostname", name, "--concurrency", str(concurrency)]
+        )
 
     def _all_job_ids(self, kind: str) -> list[int]:
         return [r[0] for r in self.sql("SELECT id FROM job WHERE job_type = %s", (JOB_TYPES[kind],))]
@@ -596,7 +611,7 @@ class AirflowCluster:
     def restart(self, name: str) -> Component:
         comp = self.components[name]
         self.stop(name)
-        return self.start_component(comp.kind, name)
+        return self.start_component(comp.kind, name, args=comp.args)
 
     def busy_workers(self) -> list[str]:
         """Titles of LocalExecutor worker processes that are running a workload right now.

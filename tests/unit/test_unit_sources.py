@@ -483,6 +483,15 @@ def test_default_presigning_is_checked_and_masked_too(s3: S3) -> None:
     assert_masked(uri, params["Signature"])
 
 
+def test_sigv2_signing_warns_how_to_get_sigv4(s3: S3, caplog: pytest.LogCaptureFixture) -> None:
+    s3.put("clips/v2.mp4", b"v2")
+    for conn_id, warned in (("comet_test_s3", True), ("comet_test_s3v4", False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="comet_provider.utils.sources"):
+            resolve_source(Source("video", f"s3://{conn_id}@{BUCKET}/clips/v2.mp4", "storage", "video"), expires_in=60)
+        assert ("SigV2" in caplog.text and '"signature_version": "s3v4"' in caplog.text) is warned, caplog.text
+
+
 @pytest.mark.parametrize(("conn_id", "param"), [("comet_test_s3v4", "X-Amz-Signature"), ("comet_test_s3", "Signature")])
 def test_signing_logs_no_signature(s3: S3, caplog: pytest.LogCaptureFixture, conn_id: str, param: str) -> None:
     """Even at DEBUG, where botocore logs every signature it computes."""
