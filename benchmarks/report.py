@@ -150,6 +150,7 @@ def download_section(data: dict[str, Any]) -> list[str]:
     tp, rss = fig.get("throughput_vs_curl"), fig.get("rss_growth_mib")
     ours_cpu, curl_cpu = fig.get("ours_cpu_s_per_gib"), fig.get("curl_cpu_s_per_gib")
     cpu = round(ours_cpu / curl_cpu, 3) if ours_cpu and curl_cpu else None
+    s3_rss = fig.get("s3_rss_growth_mib")
     return [
         f"### Download (`download.py`, {fig['size_mib']} MiB, {fig.get('repeat')} runs each, median)",
         "",
@@ -165,6 +166,18 @@ def download_section(data: dict[str, Any]) -> list[str]:
                     _f(fig.get("ours_cpu_s_per_gib")),
                     f"{_f(rss, 1)} MiB",
                 ],
+                *(
+                    [
+                        [
+                            "`CometHook.download` → S3 (moto on loopback, 1 run)",
+                            _f(fig.get("s3_mib_s"), 0),
+                            _f(fig.get("s3_cpu_s_per_gib")),
+                            f"{_f(s3_rss, 1)} MiB",
+                        ]
+                    ]
+                    if s3_rss is not None
+                    else []
+                ),
             ],
         ),
         "",
@@ -174,7 +187,17 @@ def download_section(data: dict[str, Any]) -> list[str]:
                 ["throughput ≥ 0.9 × curl", _f(tp), _verdict(None if tp is None else tp >= 0.9)],
                 ["CPU per GiB ≤ 1.2 × curl", _f(cpu), _check(cpu, 1.2)],
                 ["peak RSS growth < 64 MiB", f"{_f(rss, 1)} MiB", _verdict(None if rss is None else rss < 64)],
+                *(
+                    [["S3 store: peak RSS growth < 64 MiB", f"{_f(s3_rss, 1)} MiB", _verdict(s3_rss < 64)]]
+                    if s3_rss is not None
+                    else []
+                ),
             ],
+        ),
+        *(
+            ["", "The S3 row's throughput is moto's (a Python server), not S3's: read it for memory, not speed."]
+            if s3_rss is not None
+            else []
         ),
     ]
 

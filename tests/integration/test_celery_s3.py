@@ -241,6 +241,8 @@ def test_the_pipeline_stores_every_render_in_the_bucket_once(celery: CeleryStack
     assert [m["renders"]["submit"] for m in manifests.values()] == [RENDERS_PER_DAY] * len(DAYS), manifests
     assert all(k in objects and objects[k] > 0 for k in published), sorted(objects)
     assert not left_temp, f"temporary objects left in the bucket: {left_temp}"
+    # S3 stores go in place: not even a complete temporary copy is ever listed (S3 has no rename).
+    assert not seen_temp, f"temporary objects were listed during the stores: {seen_temp}"
     assert not partial, f"partial objects were visible in the bucket: {partial}"
 
 
@@ -258,8 +260,9 @@ def test_worker_killed_while_storing_a_render(celery: CeleryStack, fig: dict[str
     run_id = cluster.trigger(KILL_DAG_ID, conf, run_id=f"it_celery_kill_{int(time.time() * 1000)}")
 
     def storing() -> dict[str, Any] | None:
-        """The multipart upload of the render's temporary object, once open (its first part on the wire)."""
-        return next((u for u in celery.open_uploads("kill/") if temp_target(u["Key"]) == KILL_KEY), None)
+        """The render's multipart upload, once open (its first part on the wire): S3 stores are
+        uploaded in place (listed only once complete); a temporary sibling's upload counts too."""
+        return next((u for u in celery.open_uploads("kill/") if KILL_KEY in (u["Key"], temp_target(u["Key"]))), None)
 
     upload = wait_for(storing, timeout=240, interval=0.05, what="the render's upload to open")
     (ti,) = cluster.task_instances(KILL_DAG_ID, run_id, task_id="restyle")
@@ -316,5 +319,6 @@ def test_worker_killed_while_storing_a_render(celery: CeleryStack, fig: dict[str
     )
     assert sorted(final) == [KILL_KEY, f"{KILL_KEY}.comet.json"], f"left in the bucket: {sorted(final)}"
     assert not fig["worker_kill_partial_objects_listed"], "partial objects were visible in the bucket"
+    assert not fig["worker_kill_temp_objects_listed"], "temporary objects were listed during the stores"
     (other,) = [w for w in WORKERS if w != worker]
     assert cluster.components[other].alive(), f"{other}, which ran the retry, is gone"
