@@ -270,6 +270,8 @@ class RunwayVideo2VideoOperator(BaseOperator):
         self.log.info("%s; submitting a new render.", decision.reason[:1].upper() + decision.reason[1:])
         try:
             task = submit(self.hook, request, timeout=self.timeout)
+        except CometValidationError as exc:  # a source that cannot be signed or read: no retry fixes it
+            raise AirflowFailException(f"{exc} (task {self.task_id!r}; nothing was sent to CometAPI)") from exc
         except CometSubmissionUncertainError as exc:
             # Not retried by Airflow either: a retry could pay for a second render.
             raise AirflowFailException(str(exc)) from exc

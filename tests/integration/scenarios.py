@@ -41,7 +41,7 @@ def bad_input_cases(video_url: str) -> list[tuple[str, dict[str, Any]]]:
         ("video", {"video": ["http://127.0.0.1/a.mp4"]}),
         ("video", {"video": "ftp://127.0.0.1/a.mp4"}),
         ("video", {"video": "file:///tmp/a.mp4"}),
-        ("video", {"video": "s3://bucket/a.mp4"}),
+        ("video", {"video": "s3://bucket"}),  # a bucket, no object (s3://bucket/key is a private source)
         ("video", {"video": "/local/clip.mp4"}),
         ("video", {"video": "not a url"}),
         ("video", {"video": "http://"}),

@@ -441,3 +441,23 @@ def test_init_accepts_seconds_and_timedeltas() -> None:
     )
     assert op.poll_interval == 5.0
     assert op.timeout == 120.0
+
+
+def test_a_source_that_cannot_be_signed_fails_without_retry_and_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Signing happens only at submission, after the decision: its failure still names the field,
+    is not retried (no retry fixes missing credentials) and nothing reaches CometAPI."""
+    from comet_provider.exceptions import CometValidationError
+    from comet_provider.operators import _submission
+
+    def refuse(source: Any, *, expires_in: float) -> Any:
+        raise CometValidationError(source.field, "could not sign 's3://studio/clip.mp4': NoCredentialsError")
+
+    monkeypatch.setattr("comet_provider.utils.sources.resolve_source", refuse)
+    assert _submission.submit  # the module resolves sources through comet_provider.utils.sources
+    op = make_op(video="s3://studio/clip.mp4")
+    op.hook.source_identity.return_value = None
+    op.hook.get_task.side_effect = AssertionError("nothing to look up")
+    with pytest.raises(AirflowFailException, match=r"Invalid 'video'.*nothing was sent to CometAPI"):
+        op.execute(context(FakeStore()))
+    op.hook.submit_video2video.assert_not_called()
+    op.hook.submit_video_to_video.assert_not_called()
