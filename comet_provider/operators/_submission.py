@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from comet_provider.hooks.comet import CometHook
@@ -12,8 +12,10 @@ __all__ = ["route_of", "submit"]
 
 
 def route_of(request: dict[str, Any]) -> str:
-    """``"official"`` or ``"pro"``: a validated request names its route only when it is not the gen4 one."""
-    return str(request.get("route") or "pro")
+    """``"official"`` or ``"pro"``: the route a validated request is for."""
+    from comet_provider.utils.validation import request_route
+
+    return request_route(request).value
 
 
 def submit(hook: CometHook, request: dict[str, Any], *, timeout: float) -> RunwayTask:
@@ -23,28 +25,23 @@ def submit(hook: CometHook, request: dict[str, Any], *, timeout: float) -> Runwa
     fetch: signed URLs and ``data:`` URIs go to CometAPI and nowhere else (not the record, XCom
     or the log).
     """
-    from comet_provider.utils.sources import check_source, resolve_source, signed_url_lifetime
+    from comet_provider.utils.sources import resolve_source, signed_url_lifetime
+    from comet_provider.utils.validation import request_sources
 
-    source_lifetime = signed_url_lifetime(timeout)
-    route = route_of(request)
-    named: list[tuple[str, Any, Literal["video", "image"]]] = [("video", request["video"], "video")]
-    named += [(f"references[{i}]", ref, "image") for i, ref in enumerate(request.get("references") or ())]
-    uris = {
-        name: resolve_source(check_source(name, location, media=media, route=route), expires_in=source_lifetime).uri
-        for name, location, media in named
-    }
-    if route == "official":
+    lifetime = signed_url_lifetime(timeout)
+    uris = [resolve_source(source, expires_in=lifetime).uri for source in request_sources(request)]
+    if route_of(request) == "official":
         return hook.submit_video_to_video(
-            video_uri=uris["video"],
+            video_uri=uris[0],
             prompt_text=request["prompt"],
             model=request["model"],
             seed=request.get("seed"),
-            references=[uris[name] for name, _, _ in named[1:]] or None,
+            references=uris[1:] or None,
             ratio=request.get("ratio"),
             content_moderation=request.get("content_moderation"),
         )
     return hook.submit_video2video(
-        video=uris["video"],
+        video=uris[0],
         prompt=request["prompt"],
         model=request["model"],
         options=request.get("options"),

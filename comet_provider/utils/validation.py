@@ -28,7 +28,6 @@ __all__ = [
     "request_route",
     "request_sources",
     "video2video_request",
-    "wire_body",
 ]
 
 #: Runway's limit for prompt text.
@@ -161,7 +160,7 @@ def video2video_request(
     """The operator's arguments as the validated request, for the route ``model`` (or ``route``) selects.
 
     It holds source locations (URLs, storage locations, local paths), never signed URLs or data:
-    URIs: it is what the pay-once fingerprint hashes. :func:`wire_body` makes the body to send.
+    URIs: it is what the pay-once fingerprint hashes; the operator resolves its sources at submission.
     On the gen4 route it is exactly the gen4 body (``video``, ``prompt``, ``model``, ``options``,
     ``callback_url``); on the official route it starts with ``"route": "official"``.
     """
@@ -273,7 +272,8 @@ def request_route(request: Mapping[str, Any]) -> Route:
 
 
 def request_sources(request: Mapping[str, Any]) -> list[Source]:
-    """The request's sources, checked again (a local file may have changed); ``field`` keys :func:`wire_body`."""
+    """The request's sources in order (the video, then each reference), checked again: a local file
+    may have changed since validation."""
     from comet_provider.utils.sources import check_source
 
     route = request_route(request)
@@ -281,38 +281,6 @@ def request_sources(request: Mapping[str, Any]) -> list[Source]:
     for i, ref in enumerate(request.get("references", ())):
         found.append(check_source(f"references[{i}]", ref, media="image", route=route))
     return found
-
-
-def wire_body(request: Mapping[str, Any], resolved: Mapping[str, str]) -> dict[str, Any]:
-    """The JSON body to send: ``request`` with each location replaced by ``resolved[field]``.
-
-    ``resolved`` maps ``"video"``, ``"references[0]"``, ... to the URI Runway fetches (the URL,
-    a signed URL or a data: URI); see :func:`request_sources`.
-    """
-
-    def uri(key: str) -> str:
-        if key not in resolved:
-            raise KeyError(f"no resolved URI for source {key!r}")
-        return resolved[key]
-
-    if request_route(request) is Route.PRO:
-        body = {key: request[key] for key in ("prompt", "model", "options")}
-        body = {"video": uri("video"), **body}
-        if "callback_url" in request:
-            body["callback_url"] = request["callback_url"]
-        return body
-    wire: dict[str, Any] = {"videoUri": uri("video"), "promptText": request["prompt"], "model": request["model"]}
-    if "seed" in request:
-        wire["seed"] = request["seed"]
-    if "references" in request:
-        wire["references"] = [
-            {"type": "image", "uri": uri(f"references[{i}]")} for i in range(len(request["references"]))
-        ]
-    if "ratio" in request:
-        wire["ratio"] = request["ratio"]
-    if "content_moderation" in request:
-        wire["contentModeration"] = dict(request["content_moderation"])
-    return wire
 
 
 _TRUE = frozenset({"true", "1", "yes", "on"})

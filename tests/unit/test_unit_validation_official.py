@@ -15,7 +15,6 @@ from comet_provider.utils.validation import (
     request_route,
     request_sources,
     video2video_request,
-    wire_body,
 )
 
 VIDEO = "https://media.test/clip.mp4"
@@ -217,10 +216,10 @@ def test_a_reference_over_the_image_limit(tmp_path: Path) -> None:
     assert "5.0 MB" in fail("references[0]", **ALEPH, references=[str(still)])
 
 
-# -- sources and wire bodies ----------------------------------------------------------------------
+# -- sources ------------------------------------------------------------------------------------
 
 
-def test_request_sources_are_keyed_as_wire_body_expects(tmp_path: Path) -> None:
+def test_request_sources_are_the_video_then_each_reference(tmp_path: Path) -> None:
     still = tmp_path / "a.png"
     still.write_bytes(b"png")
     request = video2video_request(**ALEPH, references=[str(still), "s3://b/k.png"])
@@ -232,55 +231,3 @@ def test_request_sources_are_keyed_as_wire_body_expects(tmp_path: Path) -> None:
     still.unlink()  # checked again when resolving: the file is gone
     with pytest.raises(CometValidationError, match="references\\[0\\]"):
         request_sources(request)
-
-
-def test_gen4_wire_body() -> None:
-    request = video2video_request(
-        video="s3://studio@b/a.mp4", prompt="noir", flip=True, callback_url="https://hooks.test/x"
-    )
-    assert wire_body(request, {"video": "https://signed.test/a.mp4?sig=1"}) == {
-        "video": "https://signed.test/a.mp4?sig=1",
-        "prompt": "noir",
-        "model": "gen4",
-        "options": {"flip": True},
-        "callback_url": "https://hooks.test/x",
-    }
-    assert request["video"] == "s3://studio@b/a.mp4"  # the request keeps the location
-
-
-def test_official_wire_body() -> None:
-    request = video2video_request(
-        **ALEPH,
-        seed=9,
-        references=["s3://b/one.png", "https://cdn.test/two.jpg"],
-        ratio="960:960",
-        content_moderation={"publicFigureThreshold": "auto"},
-    )
-    resolved = {
-        "video": "data:video/mp4;base64,AAAA",
-        "references[0]": "https://signed.test/one.png?X-Amz-Signature=f00",
-        "references[1]": "https://cdn.test/two.jpg",
-    }
-    assert wire_body(request, resolved) == {
-        "videoUri": "data:video/mp4;base64,AAAA",
-        "promptText": "match the reference",
-        "model": "gen4_aleph",
-        "seed": 9,
-        "references": [
-            {"type": "image", "uri": "https://signed.test/one.png?X-Amz-Signature=f00"},
-            {"type": "image", "uri": "https://cdn.test/two.jpg"},
-        ],
-        "ratio": "960:960",
-        "contentModeration": {"publicFigureThreshold": "auto"},
-    }
-    assert wire_body(video2video_request(**ALEPH), {"video": VIDEO}) == {
-        "videoUri": VIDEO,
-        "promptText": "match the reference",
-        "model": "gen4_aleph",
-    }
-
-
-def test_wire_body_needs_every_source_resolved() -> None:
-    request = video2video_request(**ALEPH, references=["s3://b/one.png"])
-    with pytest.raises(KeyError, match="references\\[0\\]"):
-        wire_body(request, {"video": VIDEO})
