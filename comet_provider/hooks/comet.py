@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 _SUBMIT_PATHS = frozenset({SUBMIT_PATH, OFFICIAL_SUBMIT_PATH})
+_DEFAULT_RETRY = RetryPolicy()
 
 
 class CometHook(RenderFiles, BaseHook):
@@ -99,7 +100,7 @@ class CometHook(RenderFiles, BaseHook):
         self._transport = transport
         self._async_transport = async_transport
         self.comet_conn_id = comet_conn_id
-        self.retry_policy = retry_policy or RetryPolicy()
+        self.retry_policy = retry_policy or _DEFAULT_RETRY  # frozen: one for every hook
         self.not_found_grace = not_found_grace
         self._settings: CometSettings | None = None
         self._client: httpx.Client | None = None

@@ -9,7 +9,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from comet_provider.hooks._settings import check_route
 from comet_provider.hooks.comet import CometHook
-from comet_provider.utils.polling import RunwayWaiter, await_event, task_from_event
+from comet_provider.models import RunwayTask
+from comet_provider.utils.polling import RunwayWaiter, await_task, encode_event, task_from_event
 
 # task_from_event lives in utils.polling; re-exported from its first home.
 __all__ = ["RunwayTaskTrigger", "task_from_event"]
@@ -71,9 +72,13 @@ class RunwayTaskTrigger(BaseTrigger):
             log=self._shared_log(),
             route=self.route,
         )
+        # No wrapper coroutine around await_task: one frame less held by each of thousands of waits.
         async with CometHook(self.comet_conn_id) as hook:
-            event = await await_event(hook, waiter)
-        yield TriggerEvent(event)
+            try:
+                result: RunwayTask | Exception = await await_task(hook, waiter)
+            except Exception as exc:  # a bug too must end the wait with a reason, not a silent hang
+                result = exc
+        yield TriggerEvent(encode_event(self.runway_task_id, result))
 
     def _shared_log(self) -> Any:
         """The first trigger's logger, for every trigger of this class: same name, same routing (the

@@ -2,7 +2,7 @@
 
 - :class:`RunwayWaiter` decides what to do after each poll (no I/O);
 - :func:`wait_sync` and its async twin :func:`await_task` are the poll loop, on a worker or in
-  the triggerer; :func:`await_event` is the trigger's whole wait, as the event it yields;
+  the triggerer (whose event is :func:`encode_event` of what it returned or raised);
 - :func:`outcome` is the one decision of what a finished task means for the Airflow task;
 - :func:`encode_event` / :func:`task_from_event` are the trigger event's encoding.
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_STATUSES",
     "RunwayWaiter",
-    "await_event",
     "await_task",
     "encode_event",
     "outcome",
@@ -222,15 +221,6 @@ async def await_task(hook: CometHook, waiter: RunwayWaiter) -> RunwayTask:
         if waiter.expired():
             raise waiter.timeout_error()
         await asyncio.sleep(waiter.next_sleep())
-
-
-async def await_event(hook: CometHook, waiter: RunwayWaiter) -> dict[str, Any]:
-    """:func:`await_task` as the trigger's event; never raises (cancellation aside)."""
-    try:
-        task = await await_task(hook, waiter)
-    except Exception as exc:  # a bug too must end the wait with a reason, not a silent hang
-        return encode_event(waiter.runway_task_id, exc)
-    return encode_event(waiter.runway_task_id, task)
 
 
 def encode_event(runway_task_id: str, result: RunwayTask | Exception) -> dict[str, Any]:
