@@ -331,8 +331,9 @@ class CometHook(RenderFiles, BaseHook):
         since = f", {time.time() - submitted_at:.0f}s after submission" if submitted_at else ""
         answered = f" ({exc})" if exc.status_code == 404 else ""  # a 404 may also be a Host without the route
         raise RunwayTaskNotFoundError(
-            f"CometAPI has no Runway task {task_id!r}{since}{answered}. Tasks are visible only to the API key "
-            f"that created them: check the id and connection {self.comet_conn_id!r}.",
+            f"CometAPI has no Runway task {task_id!r}{since}{answered}. CometAPI shows a task only to the "
+            f"account that created it: check the id, and that connection {self.comet_conn_id!r} holds a key "
+            "of that account.",
             status_code=exc.status_code,
             error_code=exc.error_code,
         ) from None

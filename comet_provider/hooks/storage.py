@@ -6,12 +6,15 @@ object storage through its own filesystem's streaming writer. A destination neve
 holds a partial file: object stores whose uploads appear only when complete (S3's
 multipart upload, GCS's resumable upload, Azure's block list) are written in place and
 their upload aborted on failure; everything else goes to a temporary sibling that is
-renamed into place when complete.
+renamed into place when complete. An S3 upload left open by a try that was killed (no
+``finally`` runs after SIGKILL) is aborted by the next store of the same key: S3 keeps and
+bills open uploads until aborted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import uuid
@@ -36,6 +39,10 @@ _ATOMIC_UPLOADS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
 #: Bytes an object-store writer buffers before it sends a part: what a store holds in memory
 #: (s3fs's default is 50 MiB). 8 MiB parts: S3's 10,000-part limit is then 80 GB a render.
 UPLOAD_PART_BYTES = 8 << 20
+#: Object stores that keep an upload nobody completed or aborted (GCS and Azure expire theirs).
+_KEPT_UPLOADS = frozenset({"s3", "s3a"})
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AtomicFile", "read_bytes", "resolve_destination", "stat_identity", "stat_size", "write_bytes_atomic"]
 
@@ -81,6 +88,8 @@ class AtomicFile:
             protocols = self.target.fs.protocol
             protocol = protocols if isinstance(protocols, str) else protocols[0]
             self._tmp = None if protocol in _ATOMIC_UPLOADS else self.target.parent / name
+            if protocol in _KEPT_UPLOADS:
+                _abort_open_uploads(self.target.fs, self.target.path)
             # The filesystem's own writer (e.g. a multipart upload), not ObjectStoragePath.open's
             # wrapper, which would also record the temporary name as a lineage output.
             self._file = self.target.fs.open((self._tmp or self.target).path, "wb", block_size=UPLOAD_PART_BYTES)
@@ -131,6 +140,24 @@ def _abandon(file: Any) -> None:
         file.closed = True  # no flush from close() or __del__ after the discard
         return
     file.close()
+
+
+def _abort_open_uploads(fs: Any, path: str) -> None:
+    """Abort the open multipart uploads of exactly this key: what a killed earlier store left.
+
+    One writer per key at a time (the Airflow task that owns the render), so an upload still open
+    when that task stores again belongs to a try that is gone. Best effort: a store must not fail
+    because the bucket's policy does not allow listing uploads.
+    """
+    try:
+        bucket, key, _version = fs.split_path(path)
+        answer = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)
+        for upload in answer.get("Uploads") or []:
+            if upload.get("Key") == key:
+                fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+                log.info("Aborted an unfinished upload of s3://%s/%s left by an earlier try.", bucket, key)
+    except Exception as exc:  # cleanup of a dead try's leftovers: the store goes on regardless
+        log.warning("Could not check s3://%s for unfinished uploads (%s); the store goes on.", path, exc)
 
 
 def write_bytes_atomic(destination: Destination, data: bytes) -> str:

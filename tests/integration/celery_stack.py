@@ -36,9 +36,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
-from cluster import AirflowCluster, ClusterError, free_port, tail, wait_for
+from cluster import AirflowCluster
 from loopback_s3 import DUMMY_KEYS, BucketWatcher, LoopbackServer, list_objects, s3_client
 from stack import BUILD_DIR
+from waiting import ClusterError, free_port, tail, wait_for
 
 LOGS_DIR = BUILD_DIR / "integration-logs-celery"  # not integration-logs: the session stack resets that one
 DAGS_DIR = Path(__file__).resolve().parent / "celery_dags"

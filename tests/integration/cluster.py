@@ -11,16 +11,15 @@ kills the process groups it created and then every process still carrying the ma
 runners put themselves into their own process groups), so nothing is left behind.
 
 Component output goes to ``<logs_dir>/<component>.log``; task and trigger logs to
-``<logs_dir>/task-logs``.
+``<logs_dir>/task-logs``. What the suite asks a running cluster (SQL, REST) is in
+``cluster_api.py``; PostgreSQL in ``postgres.py``; ``wait_for`` in ``waiting.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -30,94 +29,22 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
 import httpx
 import psutil
-import psycopg2
+from cluster_api import ClusterApi
+from postgres import PostgresCluster
+from waiting import ClusterError, free_port, tail, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The venv's own entry point, next to the interpreter running the tests.
 _VENV_AIRFLOW = Path(sys.executable).parent / "airflow"
 AIRFLOW_BIN = str(_VENV_AIRFLOW) if _VENV_AIRFLOW.exists() else (shutil.which("airflow") or "airflow")
 MARKER_ENV = "COMET_IT_CLUSTER"
-TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
-
-T = TypeVar("T")
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be started or did not reach an expected state in time."""
-
-
-class ApiError(RuntimeError):
-    """The REST API answered with an HTTP error (retried by ``wait_for``: it may be transient)."""
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(
-    predicate: Callable[[], T | None],
-    *,
-    timeout: float,
-    interval: float = 0.5,
-    what: str = "condition",
-    on_timeout: Callable[[], str] | None = None,
-) -> T:
-    """Call ``predicate`` until it returns something truthy; raise ``ClusterError`` after ``timeout``.
-
-    Other exceptions from ``predicate`` count as "not yet" (a component may still be starting);
-    a ``ClusterError`` from it ends the wait at once.
-    """
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except ClusterError:
-            raise  # a component died or reported something no wait can fix
-        except Exception as exc:  # a component still starting may refuse connections
-            last_exc = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_exc!r})" if last_exc else ""
-            extra = f"\n{on_timeout()}" if on_timeout else ""
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{extra}")
-        time.sleep(interval)
-
-
-def find_pg_bindir() -> Path:
-    """The directory holding ``initdb``/``pg_ctl`` (Debian keeps them off PATH)."""
-    candidates: list[Path] = []
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
-            candidates.append(Path(out.stdout.strip()))
-    versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    candidates.extend(versions)
-    initdb = shutil.which("initdb")
-    if initdb:
-        candidates.append(Path(initdb).resolve().parent)
-    for cand in candidates:
-        if (cand / "initdb").exists() and (cand / "pg_ctl").exists():
-            return cand
-    raise ClusterError("PostgreSQL server binaries not found: run scripts/install-system-deps.sh")
 
 
 def marked_processes(cluster_id: str) -> list[psutil.Process]:
@@ -133,148 +60,6 @@ def marked_processes(cluster_id: str) -> list[psutil.Process]:
         except (psutil.Error, OSError):
             continue
     return found
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a text file, for error messages."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"<{path} unreadable>"
-    return f"--- {path.name} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-
-# ---------------------------------------------------------------------------------------------
-# PostgreSQL
-# ---------------------------------------------------------------------------------------------
-
-
-class PostgresCluster:
-    """A throw-away PostgreSQL cluster on a free loopback port, trust auth, tuned for speed."""
-
-    def __init__(self, base_dir: Path, log_path: Path, *, port: int | None = None) -> None:
-        self.bindir = find_pg_bindir()
-        self.base_dir = base_dir
-        self.data_dir = base_dir / "data"
-        self.socket_dir = base_dir / "sock"
-        self.log_path = log_path
-        self.port = port or free_port()
-        self.superuser = "postgres"
-        self.database = "airflow"
-        self._run_as: str | None = None
-        if os.geteuid() == 0:
-            self._run_as = "postgres"  # initdb refuses to run as root
-
-    @property
-    def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user={self.superuser} dbname={self.database}"
-
-    @property
-    def sqlalchemy_url(self) -> str:
-        return f"postgresql+psycopg2://{self.superuser}@127.0.0.1:{self.port}/{self.database}"
-
-    def _cmd(self, args: Sequence[str]) -> list[str]:
-        if self._run_as:
-            return ["runuser", "-u", self._run_as, "--", *args]
-        return list(args)
-
-    def _chown(self, path: Path) -> None:
-        if self._run_as:
-            pw = pwd.getpwnam(self._run_as)
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-
-    def start(self, env: Mapping[str, str]) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.socket_dir.mkdir(exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.touch()
-        for path in (self.base_dir, self.socket_dir, self.log_path):
-            self._chown(path)
-        # The postgres user must be able to reach its directories.
-        for parent in self.base_dir.parents:
-            if str(parent) in ("/", "/tmp"):
-                break
-            with contextlib.suppress(OSError):
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)
-        subprocess.run(
-            self._cmd(
-                [
-                    str(self.bindir / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "-U",
-                    self.superuser,
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-            timeout=120,
-            env=dict(env),
-        )
-        options = " ".join(
-            [
-                f"-p {self.port}",
-                "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={self.socket_dir}",
-                "-c max_connections=300",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
-                "-c shared_buffers=128MB",
-            ]
-        )
-        proc = subprocess.run(
-            self._cmd(
-                [
-                    str(self.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.data_dir),
-                    "-l",
-                    str(self.log_path),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=dict(env),
-            # pg_ctl's postmaster must not die with our terminal's process group.
-            start_new_session=True,
-        )
-        if proc.returncode != 0:
-            raise ClusterError(f"pg_ctl start failed: {proc.stdout}{proc.stderr}\n{tail(self.log_path)}")
-        with contextlib.closing(
-            psycopg2.connect(host="127.0.0.1", port=self.port, user=self.superuser, dbname="postgres")
-        ) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{self.database}"')
-
-    def stop(self) -> None:
-        if not (self.data_dir / "postmaster.pid").exists():
-            return
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            subprocess.run(
-                self._cmd([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"]),
-                capture_output=True,
-                timeout=60,
-            )
-
-    def connect(self) -> Any:
-        conn = psycopg2.connect(self.dsn, connect_timeout=10)
-        conn.autocommit = True
-        return conn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +102,7 @@ WORKER_TITLE = "airflow worker -- LocalExecutor:"
 JOB_TYPES = {"scheduler": "SchedulerJob", "triggerer": "TriggererJob", "dag-processor": "DagProcessorJob"}
 
 
-class AirflowCluster:
+class AirflowCluster(ClusterApi):
     """PostgreSQL + API server + scheduler (LocalExecutor) + DAG processor + triggerer(s).
 
     ``extra_env`` is added to every component's environment (connections as
@@ -788,252 +573,6 @@ class AirflowCluster:
             on_timeout=self.describe,
         )
 
-    # -- SQL ---------------------------------------------------------------------------------
-
-    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one statement on the metadata DB; returns the rows (empty for statements without)."""
-        for attempt in range(2):
-            if self._pg_conn is None or self._pg_conn.closed:
-                self._pg_conn = self.postgres.connect()
-            try:
-                with self._pg_conn.cursor() as cur:
-                    cur.execute(query, params)
-                    return list(cur.fetchall()) if cur.description else []
-            except psycopg2.OperationalError:
-                with contextlib.suppress(Exception):
-                    self._pg_conn.close()
-                self._pg_conn = None
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    # -- REST API ----------------------------------------------------------------------------
-
-    def token(self) -> str:
-        """A JWT from the API server (simple auth manager, all users admins)."""
-        if self._token is None:
-            resp = httpx.get(f"{self.base_url}/auth/token", timeout=10)
-            resp.raise_for_status()
-            self._token = str(resp.json()["access_token"])
-        return self._token
-
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                base_url=f"{self.base_url}/api/v2",
-                headers={"Authorization": f"Bearer {self.token()}"},
-                timeout=30,
-                trust_env=False,
-            )
-        return self._client
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the REST API (``path`` below /api/v2); raise on HTTP errors; return the JSON body."""
-        resp = self.client.request(method, path, **kwargs)
-        if resp.status_code >= 400:
-            raise ApiError(f"{method} {path} -> {resp.status_code}: {resp.text[:2000]}")
-        if not resp.content:
-            return None
-        if "json" in resp.headers.get("content-type", ""):
-            return resp.json()
-        return resp.text
-
-    def wait_dag(self, dag_id: str, *, timeout: float = 120) -> dict[str, Any]:
-        """Wait until the DAG processor has serialized ``dag_id``; unpause it; return its details."""
-
-        def parsed() -> dict[str, Any] | None:
-            resp = self.client.get(f"/dags/{dag_id}")
-            if resp.status_code == 404:
-                # The DAG folder is the suite's own: any import error in it is fatal.
-                errors = self.import_errors()
-                if errors:
-                    detail = "\n".join(f"{e.get('filename')}: {e.get('stack_trace')}" for e in errors)
-                    raise ClusterError(f"DAG {dag_id} not parsed; import errors:\n{detail}")
-                return None
-            resp.raise_for_status()
-            return dict(resp.json())
-
-        dag = wait_for(parsed, timeout=timeout, what=f"DAG {dag_id} to be parsed", on_timeout=self.describe)
-        if dag.get("is_paused"):
-            self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-        return dag
-
-    def import_errors(self) -> list[dict[str, Any]]:
-        return list(self.api("GET", "/importErrors")["import_errors"])
-
-    def trigger(
-        self,
-        dag_id: str,
-        conf: Mapping[str, Any] | None = None,
-        *,
-        run_id: str | None = None,
-        logical_date: str | None = None,
-    ) -> str:
-        """Trigger a DAG run (by default without a logical date); returns its run id."""
-        body: dict[str, Any] = {"logical_date": logical_date, "conf": dict(conf or {})}
-        if run_id:
-            body["dag_run_id"] = run_id
-        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
-        return str(run["dag_run_id"])
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return dict(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"))
-
-    def wait_run(
-        self,
-        dag_id: str,
-        run_id: str,
-        *,
-        timeout: float = 180,
-        states: Iterable[str] = TERMINAL_RUN_STATES,
-    ) -> dict[str, Any]:
-        wanted = set(states)
-
-        def done() -> dict[str, Any] | None:
-            self._check_alive(n for n in self.components if n in {"api-server", "scheduler"})
-            run = self.dag_run(dag_id, run_id)
-            return run if run["state"] in wanted else None
-
-        def why() -> str:
-            tis = self.task_instances(dag_id, run_id)
-            states_seen = sorted({(t["task_id"], t["map_index"], t["state"]) for t in tis})
-            return f"task instances: {states_seen}\n{self.describe()}"
-
-        return wait_for(done, timeout=timeout, interval=1, what=f"{dag_id}/{run_id} in {wanted}", on_timeout=why)
-
-    def task_instances(self, dag_id: str, run_id: str, task_id: str | None = None) -> list[dict[str, Any]]:
-        """All task instances of a run (mapped ones each separately), optionally of one task."""
-        out: list[dict[str, Any]] = []
-        offset = 0
-        params: dict[str, Any] = {"limit": 100}
-        if task_id:
-            params["task_id"] = task_id
-        for _ in range(100):
-            page = self.api(
-                "GET",
-                f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances",
-                params={**params, "offset": offset},
-            )
-            items = page["task_instances"]
-            out.extend(items)
-            offset += len(items)
-            if not items or offset >= page["total_entries"]:
-                break
-        return out
-
-    def wait_task_states(
-        self,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        predicate: Callable[[list[str | None]], bool],
-        *,
-        timeout: float = 120,
-        what: str = "task states",
-    ) -> list[dict[str, Any]]:
-        """Wait until ``predicate`` holds for the states of all instances of ``task_id``."""
-
-        def check() -> list[dict[str, Any]] | None:
-            tis = [t for t in self.task_instances(dag_id, run_id) if t["task_id"] == task_id]
-            return tis if tis and predicate([t["state"] for t in tis]) else None
-
-        return wait_for(check, timeout=timeout, interval=0.5, what=f"{dag_id}.{task_id}: {what}")
-
-    def ti_counts(self, dag_id: str | None = None) -> dict[str, int]:
-        """Task-instance counts by state, straight from the metadata DB."""
-        if dag_id:
-            rows = self.sql(
-                "SELECT coalesce(state, 'none'), count(*) FROM task_instance WHERE dag_id = %s GROUP BY 1",
-                (dag_id,),
-            )
-        else:
-            rows = self.sql("SELECT coalesce(state, 'none'), count(*) FROM task_instance GROUP BY 1")
-        return {str(state): int(n) for state, n in rows}
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-        entry = self.api(
-            "GET",
-            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries/{key}",
-            params={"map_index": map_index, "deserialize": True, "stringify": False},
-        )
-        return entry["value"]
-
-    def xcom_entries(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        page = self.api(
-            "GET",
-            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/~/xcomEntries",
-            params={"limit": 1000},
-        )
-        return list(page["xcom_entries"])
-
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
-        """A task try's log as text (worker and triggerer parts) through the REST API."""
-        resp = self.client.get(
-            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}",
-            params={"map_index": map_index, "full_content": True},
-            headers={"Accept": "application/json"},
-        )
-        resp.raise_for_status()
-        body = resp.json()
-        content = body.get("content")
-        if isinstance(content, list):
-            lines = []
-            for item in content:
-                if isinstance(item, dict):
-                    lines.append(json.dumps(item, default=str))
-                else:
-                    lines.append(str(item))
-            return "\n".join(lines)
-        return str(content)
-
-    def extra_links(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
-        body = self.api(
-            "GET",
-            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/links",
-            params={"map_index": map_index},
-        )
-        return dict(body.get("extra_links", body))
-
-    def set_variable(self, key: str, value: str) -> None:
-        resp = self.client.patch(f"/variables/{key}", json={"key": key, "value": value})
-        if resp.status_code == 404:
-            self.api("POST", "/variables", json={"key": key, "value": value})
-        elif resp.status_code >= 400:
-            raise ApiError(f"PATCH variable {key}: {resp.status_code} {resp.text}")
-
-    def pool(self, name: str = "default_pool") -> dict[str, Any]:
-        return dict(self.api("GET", f"/pools/{name}"))
-
-    def set_connection(self, conn_id: str, **fields: Any) -> None:
-        """Create or replace a connection in the metadata DB (``conn_type``, ``host``, ``password``, ...)."""
-        self.client.delete(f"/connections/{conn_id}")
-        self.api("POST", "/connections", json={"connection_id": conn_id, **fields})
-
-    def clear_tasks(self, dag_id: str, run_id: str, task_ids: Sequence[str | tuple[str, int]]) -> list[dict[str, Any]]:
-        """Clear task instances of one run (a task id: all its map indices), as the UI's "Clear" does."""
-        body = {
-            "dry_run": False,
-            "dag_run_id": run_id,
-            "task_ids": [list(t) if isinstance(t, tuple) else t for t in task_ids],
-            "only_failed": False,
-            "reset_dag_runs": True,
-            "include_downstream": False,
-        }
-        return list(self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)["task_instances"])
-
-    def hitl_details(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """The run's human-in-the-loop requests (approvals), answered or not."""
-        return list(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/hitlDetails")["hitl_details"])
-
-    def respond_hitl(self, dag_id: str, run_id: str, task_id: str, options: Sequence[str], map_index: int = -1) -> Any:
-        """Answer a human-in-the-loop request as a person in the UI would (e.g. ``["Approve"]``)."""
-        return self.api(
-            "PATCH",
-            f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}/hitlDetails",
-            json={"chosen_options": list(options)},
-        )
-
 
 @contextlib.contextmanager
 def running_cluster(**kwargs: Any) -> Iterator[AirflowCluster]:
@@ -1043,79 +582,3 @@ def running_cluster(**kwargs: Any) -> Iterator[AirflowCluster]:
         yield cluster
     finally:
         cluster.close()
-
-
-class SlotSampler:
-    """Samples executor-slot use and task-instance states in a background thread.
-
-    Every ``interval`` seconds it records which LocalExecutor workers are busy (their titles
-    name the task instance id they run) and the state of every task instance of the watched
-    DAG runs. ``slot_seconds[ti_id]`` integrates busy workers over time; ``state_seconds[ti_id]``
-    the time spent in each state.
-    """
-
-    def __init__(self, cluster: AirflowCluster, *, interval: float = 0.25) -> None:
-        import threading
-
-        self.cluster = cluster
-        self.interval = interval
-        self.samples: list[dict[str, Any]] = []
-        self.slot_seconds: dict[str, float] = {}
-        self.state_seconds: dict[str, dict[str, float]] = {}
-        self.watch: list[tuple[str, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="slot-sampler", daemon=True)
-        self._conn: Any = None
-
-    def __enter__(self) -> SlotSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-
-    def _states(self) -> dict[str, tuple[str, str]]:
-        """ti id -> (task_id, state) for the watched runs."""
-        watch = list(self.watch)
-        if not watch:
-            return {}
-        if self._conn is None or self._conn.closed:
-            self._conn = self.cluster.postgres.connect()
-        clauses = " OR ".join(["(dag_id = %s AND run_id = %s)"] * len(watch))
-        params = [x for pair in watch for x in pair]
-        with self._conn.cursor() as cur:
-            cur.execute(
-                f"SELECT id::text, task_id, coalesce(state, 'none') FROM task_instance WHERE {clauses}",
-                params,
-            )
-            return {str(i): (str(t), str(s)) for i, t, s in cur.fetchall()}
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            step = now - last
-            last = now
-            try:
-                busy = self.cluster.busy_workers()
-                states = self._states()
-            except Exception:  # a component being killed on purpose; keep sampling
-                busy, states = [], {}
-            for title in busy:
-                self.slot_seconds[title] = self.slot_seconds.get(title, 0.0) + step
-            for ti_id, (_, state) in states.items():
-                per = self.state_seconds.setdefault(ti_id, {})
-                per[state] = per.get(state, 0.0) + step
-            self.samples.append({"t": now, "busy": busy, "states": states})
-            self._stop.wait(self.interval)
-
-    def slot_seconds_of(self, ti_id: str) -> float:
-        """Busy-worker seconds of the workloads that ran task instance ``ti_id``."""
-        return sum(v for k, v in self.slot_seconds.items() if ti_id in k)

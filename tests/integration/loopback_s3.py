@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cluster import ClusterError, tail, wait_for
+from waiting import ClusterError, tail, wait_for
 
 # AtomicFile's temporary sibling: ".<name>.<12 hex>.part" in the same folder.
 TEMP_NAME = re.compile(r"^(?P<folder>(?:.*/)?)\.(?P<name>.+)\.[0-9a-f]{12}\.part$")

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cluster import REPO_ROOT, AirflowCluster, find_pg_bindir
+from cluster import REPO_ROOT, AirflowCluster
+from postgres import find_pg_bindir
 
 BUILD_DIR = REPO_ROOT / "build"
 LOGS_DIR = BUILD_DIR / "integration-logs"

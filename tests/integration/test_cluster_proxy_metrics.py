@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import AirflowCluster, wait_for
+from cluster import AirflowCluster
 from proxy_metrics_stack import (
     ALIAS,
     CONN_BAD_PROXY,
@@ -42,6 +42,7 @@ from proxy_metrics_stack import (
     ProxyMetricsStack,
 )
 from stack import ensure_system_deps
+from waiting import wait_for
 
 from comet_provider.utils import metrics
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import AirflowCluster, wait_for
+from cluster import AirflowCluster
 from pay_once_stack import (
     APPROVED_DAY,
     BACKFILL_DAYS,
@@ -37,6 +37,7 @@ from pay_once_stack import (
     PayOnceStack,
 )
 from stack import Stack
+from waiting import wait_for
 
 pytestmark = [pytest.mark.airflow_integration, pytest.mark.timeout(600)]
 

@@ -18,9 +18,12 @@ from typing import Any
 
 import pytest
 from browser import chromium, wait_until
-from cluster import AirflowCluster, SlotSampler, find_pg_bindir, wait_for
+from cluster import AirflowCluster
+from postgres import find_pg_bindir
 from scenarios import COUNTS, Runs, ScenarioRun
+from slots import SlotSampler
 from stack import BUILD_DIR, EMULATORS, LOGS_DIR, Stack
+from waiting import wait_for
 
 pytestmark = [pytest.mark.airflow_integration, pytest.mark.timeout(600)]
 

@@ -90,3 +90,17 @@ def test_a_failed_store_keeps_the_old_object_and_lists_nothing_new(s3: Any) -> N
     assert open_uploads(s3) == [], "the aborted store left a multipart upload open (billed on S3)"
     # Nothing of the failed store was ever completed, not even for a moment.
     assert [k for k, size in ever_stored(s3, "day/") if size == 12 * MIB] == ["day/whole.mp4"]
+
+
+def test_a_store_aborts_the_upload_a_killed_try_left_open_on_its_key_only(s3: Any) -> None:
+    # What a worker killed mid-store leaves: an open multipart upload with a part in it.
+    key, neighbour = "day/killed.mp4", "day/killed.mp4.comet.json"
+    left = [s3.create_multipart_upload(Bucket=BUCKET, Key=k)["UploadId"] for k in (key, neighbour)]
+    s3.upload_part(Bucket=BUCKET, Key=key, UploadId=left[0], PartNumber=1, Body=b"k" * (5 * MIB))
+    with AtomicFile(f"s3://{CONN}@{BUCKET}/{key}") as sink:
+        sink.write(b"the retry's render")
+        sink.commit()
+    assert read_bytes(f"s3://{CONN}@{BUCKET}/{key}") == b"the retry's render"
+    # The dead try's upload of that key is gone; another key's (same prefix) is not touched.
+    assert open_uploads(s3) == [neighbour]
+    s3.abort_multipart_upload(Bucket=BUCKET, Key=neighbour, UploadId=left[1])
