@@ -32,7 +32,7 @@ from stack import LOGS_DIR, Stack
 DAG_ID = "runway_media_pipeline"
 KILL_DAG_ID = "it_pay_once_worker_kill"
 POOL = "runway"
-POOL_SLOTS = 2
+POOL_SLOTS = 3  # fewer than the 16 backfilled renders: the pool, not the DAG, bounds them
 VIDEO_ID = "walk"
 CLIPS = ("clip_000", "clip_001")
 STYLES = {

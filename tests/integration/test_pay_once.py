@@ -1,7 +1,7 @@
 """Issue 10: a render is paid for once over its whole life, in a real Airflow.
 
 The example pipeline on the session's cluster (PostgreSQL, LocalExecutor, triggerer):
-a backfill within a 2-slot pool, clears, expired links, ``force_render``, the spend
+a backfill within a 3-slot pool, clears, expired links, ``force_render``, the spend
 plan's cap and approval, and a task killed with SIGKILL right after it submitted.
 The tests run in file order on one set of emulators (``pay_once_stack.py``); the first
 one also launches the backfill and the runs the spend plan must stop, so they overlap.
